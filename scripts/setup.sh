@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything lokal, its tests, its lab and its benchmarks need on a fresh Debian machine:
+# the real parts from Debian's packages, and the Python packages (pinned in pyproject.toml) in .venv.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(containerd runc docker-registry skopeo iproute2 nginx-light)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: installing Debian packages needs root (run as root, or install: ${missing[*]})" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Debian starts services on install where it can; lokal runs its own private instances instead.
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$python" -m venv .venv
+fi
+stamp=.venv/.lokal-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing Python packages into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+    touch "$stamp"
+fi

@@ -1,0 +1,75 @@
+"""One logger setup for lokal: JSON lines on stdout for `kubectl logs`, or text for humans.
+
+Rules:
+- Every line is one event with a short name (`event`) and flat fields; no free-form prose in fields.
+- Callers use `log_event`, never string formatting, so that every field stays machine-readable.
+- Nothing secret is ever passed in: no tokens, no Authorization headers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, Literal
+
+LogFormat = Literal["json", "text"]
+
+_FIELDS = "lokal_fields"
+
+
+def get_logger(part: str) -> logging.Logger:
+    """The logger of one part of lokal, e.g. `get_logger("registry")`."""
+    return logging.getLogger(f"lokal.{part}")
+
+
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one event with structured fields."""
+    if logger.isEnabledFor(level):
+        logger.log(level, event, extra={_FIELDS: fields})
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": _timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        line.update(getattr(record, _FIELDS, {}))
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, separators=(",", ":"), default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, _FIELDS, {})
+        pairs = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
+        text = f"{_timestamp(record.created)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if pairs:
+            text += " " + pairs
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def setup_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
+    """Install the single stdout handler on the `lokal` logger tree."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger("lokal")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _timestamp(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return f'"{text}"' if " " in text else text

@@ -1,0 +1,31 @@
+"""Topology tiers: where a byte came from, relative to the node that asked for it.
+
+The tier names are also metric label values and log fields, so they are stable and snake_case.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Tier(str, Enum):
+    SAME_NODE = "same_node"  # the local containerd content store
+    SAME_ZONE = "same_zone"
+    SAME_REGION = "same_region"
+    OTHER_REGION = "other_region"
+    UNKNOWN = "unknown"  # the provider or this node lacks region/zone labels
+    UPSTREAM = "upstream"  # nobody close enough had it: containerd went to the registry
+
+    @property
+    def crosses_region(self) -> bool:
+        return self is Tier.OTHER_REGION
+
+
+# Best first. UPSTREAM is the fallback, not a peer tier.
+PEER_TIER_ORDER: tuple[Tier, ...] = (
+    Tier.SAME_NODE,
+    Tier.SAME_ZONE,
+    Tier.SAME_REGION,
+    Tier.UNKNOWN,
+    Tier.OTHER_REGION,
+)
