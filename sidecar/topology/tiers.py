@@ -5,10 +5,10 @@ The tier names are also metric label values and log fields, so they are stable a
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Tier(str, Enum):
+class Tier(StrEnum):
     SAME_NODE = "same_node"  # the local containerd content store
     SAME_ZONE = "same_zone"
     SAME_REGION = "same_region"

@@ -1,0 +1,37 @@
+"""OCI grammar and documents: digests, references, media types, manifest walking, error bodies. Pure."""
+
+from sidecar.oci.digest import Digest, InvalidDigest, digest_of, is_digest, parse_digest
+from sidecar.oci.errors import ErrorCode, error_body
+from sidecar.oci.manifest import Descriptor, children
+from sidecar.oci.mediatypes import ALL_MANIFEST_TYPES, NotAManifest, load_manifest
+from sidecar.oci.reference import (
+    InvalidReference,
+    Tag,
+    is_registry_host,
+    is_repository_name,
+    parse_reference,
+    split_image_name,
+    tag_key,
+)
+
+__all__ = [
+    "ALL_MANIFEST_TYPES",
+    "Descriptor",
+    "Digest",
+    "ErrorCode",
+    "InvalidDigest",
+    "InvalidReference",
+    "NotAManifest",
+    "Tag",
+    "children",
+    "digest_of",
+    "error_body",
+    "is_digest",
+    "is_registry_host",
+    "is_repository_name",
+    "load_manifest",
+    "parse_digest",
+    "parse_reference",
+    "split_image_name",
+    "tag_key",
+]
