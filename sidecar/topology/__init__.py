@@ -1,5 +1,34 @@
 """Topology policy: which peers may serve this node, and in what order. Pure: no I/O, no clock."""
 
+from sidecar.topology.admission import Admission, admit_request, normalize_address
+from sidecar.topology.modes import CrossRegion, TopologyMode
+from sidecar.topology.policy import (
+    Eligibility,
+    PeerStats,
+    RankedProvider,
+    TopologyPolicy,
+    eligibility,
+    rank_providers,
+    tier_of,
+)
 from sidecar.topology.tiers import PEER_TIER_ORDER, Tier
+from sidecar.topology.validation import TopologyConfigError, validate_own_node
 
-__all__ = ["PEER_TIER_ORDER", "Tier"]
+__all__ = [
+    "PEER_TIER_ORDER",
+    "Admission",
+    "CrossRegion",
+    "Eligibility",
+    "PeerStats",
+    "RankedProvider",
+    "Tier",
+    "TopologyConfigError",
+    "TopologyMode",
+    "TopologyPolicy",
+    "admit_request",
+    "eligibility",
+    "normalize_address",
+    "rank_providers",
+    "tier_of",
+    "validate_own_node",
+]

@@ -1,0 +1,29 @@
+"""The settings words of the topology policy, shared by `cluster` (label selector) and `topology` (ranking).
+
+Rules:
+- The enum values are the CLI spellings (`--topology-mode`, `--cross-region`); they never change meaning.
+- This module imports nothing from lokal, so both `cluster` and `topology` may import it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+# Deprecated since Kubernetes 1.17: read only when the current label is absent.
+LEGACY_REGION_LABEL = "failure-domain.beta.kubernetes.io/region"
+LEGACY_ZONE_LABEL = "failure-domain.beta.kubernetes.io/zone"
+
+
+class TopologyMode(StrEnum):
+    ISOLATE = "isolate"  # only this node's region exists; other regions are never listed nor served
+    PREFER = "prefer"  # every region exists; closer tiers first, crossing governed by CrossRegion
+
+
+class CrossRegion(StrEnum):
+    """Whether prefer mode may fetch from another region. A cost-based `auto` is planned: the ranking
+    already reports tiers, so `auto` only needs an estimate of the upstream time to compare against."""
+
+    NEVER = "never"
+    ALWAYS = "always"
