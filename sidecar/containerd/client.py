@@ -1,0 +1,145 @@
+"""A thin async gRPC client for containerd's content, images, events, introspection and version services.
+
+Rules:
+- Every namespaced call carries `containerd-namespace`; only the configured namespace is ever read.
+- NOT_FOUND becomes None. UNAVAILABLE (and a missing socket) becomes `StoreUnavailable`.
+- No caching and no policy here: `ContainerdStore` decides what to ask and when.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import grpc.aio
+from google.protobuf import empty_pb2
+
+from sidecar._proto.containerd.services.content.v1 import content_pb2, content_pb2_grpc
+from sidecar._proto.containerd.services.events.v1 import events_pb2, events_pb2_grpc
+from sidecar._proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
+from sidecar._proto.containerd.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
+from sidecar._proto.containerd.services.version.v1 import version_pb2_grpc
+from sidecar.containerd.store import StoreUnavailable
+from sidecar.oci import Digest
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # Images.List answers in one message
+CALL_TIMEOUT = 10.0
+CONTENT_PLUGIN = "io.containerd.content.v1"
+_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+
+
+class ContainerdClient:
+    def __init__(self, socket_path: str, namespace: str) -> None:
+        self.socket_path = socket_path
+        self.namespace = namespace
+        self._metadata = (("containerd-namespace", namespace),)
+        self._channel = grpc.aio.insecure_channel(
+            f"unix://{Path(socket_path).absolute()}",
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                # Reconnect quickly after a containerd restart; the default backoff grows to minutes.
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ],
+        )
+        self._content = content_pb2_grpc.ContentStub(self._channel)
+        self._images = images_pb2_grpc.ImagesStub(self._channel)
+        self._events = events_pb2_grpc.EventsStub(self._channel)
+        self._introspection = introspection_pb2_grpc.IntrospectionStub(self._channel)
+        self._version = version_pb2_grpc.VersionStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def version(self) -> str:
+        try:
+            response = await self._version.Version(empty_pb2.Empty(), timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc) from None
+        return str(response.version)
+
+    async def content_root(self) -> str | None:
+        """The content plugin's root directory, from Introspection."""
+        request = introspection_pb2.PluginsRequest(filters=[f"type=={CONTENT_PLUGIN}"])
+        try:
+            response = await self._introspection.Plugins(request, timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc) from None
+        for plugin in response.plugins:
+            root = plugin.exports.get("root")
+            if root:
+                return str(root)
+        return None
+
+    async def info(self, digest: Digest) -> content_pb2.Info | None:
+        request = content_pb2.InfoRequest(digest=str(digest))
+        try:
+            response = await self._content.Info(request, metadata=self._metadata, timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise _unavailable(exc) from None
+        info: content_pb2.Info = response.info
+        return info
+
+    async def read(self, digest: Digest, offset: int = 0, size: int = 0) -> AsyncIterator[bytes]:
+        """Stream a blob's bytes from `offset` (size 0: to the end). Raises LookupError if absent."""
+        request = content_pb2.ReadContentRequest(digest=str(digest), offset=offset, size=size)
+        call = self._content.Read(request, metadata=self._metadata)
+        try:
+            async for response in call:
+                yield response.data
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise LookupError(f"{digest} is not in the content store") from None
+            raise _unavailable(exc) from None
+        finally:
+            call.cancel()
+
+    async def read_all(self, digest: Digest, limit: int) -> bytes | None:
+        """A small blob's bytes (a manifest), or None if absent or larger than `limit`."""
+        info = await self.info(digest)
+        if info is None or info.size > limit:
+            return None
+        chunks = []
+        try:
+            async for chunk in self.read(digest):
+                chunks.append(chunk)
+        except LookupError:
+            return None
+        return b"".join(chunks)
+
+    async def get_image_target(self, name: str) -> str | None:
+        request = images_pb2.GetImageRequest(name=name)
+        try:
+            response = await self._images.Get(request, metadata=self._metadata, timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise _unavailable(exc) from None
+        return str(response.image.target.digest)
+
+    async def list_images(self) -> list[tuple[str, str]]:
+        """(name, target digest) of every image in the namespace."""
+        try:
+            response = await self._images.List(
+                images_pb2.ListImagesRequest(), metadata=self._metadata, timeout=CALL_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc) from None
+        return [(image.name, image.target.digest) for image in response.images]
+
+    def subscribe(self, topics: list[str]) -> grpc.aio.UnaryStreamCall:
+        """The event stream of this namespace, for the given topics."""
+        topic_filter = "|".join(topics)
+        request = events_pb2.SubscribeRequest(
+            filters=[f'namespace=={self.namespace},topic~="{topic_filter}"']
+        )
+        return self._events.Subscribe(request)
+
+
+def _unavailable(exc: grpc.aio.AioRpcError) -> Exception:
+    if exc.code() in _UNAVAILABLE:
+        return StoreUnavailable(f"containerd unavailable: {exc.details() or exc.code().name}")
+    return StoreUnavailable(f"containerd error {exc.code().name}: {exc.details()}")

@@ -1,0 +1,339 @@
+"""`ContainerdStore`: the `Store` over a real containerd, with zero-copy file access to its blobs.
+
+Rules:
+- Only the configured namespace is read. A file in the shared blob directory is served only for a digest
+  that this namespace holds (it is in the index, built from namespaced calls, or Info finds it).
+- Blobs are served from `<content root>/blobs/<alg>/<hex>` when readable; otherwise through gRPC Read.
+  The handle says which (`source`).
+- The index (keys this node can serve) follows containerd's image events, and is rebuilt by a full rescan
+  after every (re)connect, so that nothing missed while disconnected is lost.
+- One log line per connection state change, not per retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import grpc
+import grpc.aio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from sidecar.backoff import Backoff
+from sidecar.containerd.broadcast import ChangeBroadcast
+from sidecar.containerd.client import ContainerdClient
+from sidecar.containerd.events import TOPICS, ContentDeleted, ImageChanged, ImageDeleted, parse_event
+from sidecar.containerd.store import (
+    BlobInfo,
+    FileBlob,
+    KeyChange,
+    Manifest,
+    OpenBlob,
+    StoreUnavailable,
+    StreamBlob,
+)
+from sidecar.containerd.walk import walk_image
+from sidecar.logs import get_logger, log_event
+from sidecar.oci import Digest, InvalidDigest, NotAManifest, is_digest, load_manifest, parse_digest, tag_key
+from sidecar.oci.mediatypes import MAX_MANIFEST_BYTES
+
+log = get_logger("containerd")
+
+CONTENT_SUBDIR = "io.containerd.content.v1.content"
+# GC deletes content without an event, shortly after an image delete: re-check before withdrawing.
+REMOVAL_RECHECKS = (0.2, 0.8, 2.0)
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names it."""
+
+
+def check_socket_setting(socket_path: str) -> None:
+    """Fail fast on a socket path that can never work. An absent socket is fine: containerd may start
+    later, and the connection loop says so once."""
+    path = Path(socket_path)
+    if path.exists() and not stat.S_ISSOCK(path.stat().st_mode):
+        raise ConfigError(f"--containerd-socket {socket_path!r} exists but is not a socket")
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"--containerd-socket {socket_path!r}: directory {str(path.parent)!r} does not exist"
+        )
+
+
+class ContainerdStore:
+    def __init__(
+        self,
+        socket_path: str,
+        namespace: str = "k8s.io",
+        content_root: str | None = None,
+        rescan_interval: float = 300.0,
+    ) -> None:
+        check_socket_setting(socket_path)
+        self.socket_path = socket_path
+        self.namespace = namespace
+        self.content_root = content_root
+        self.rescan_interval = rescan_interval
+        self.connected = False
+        self.version = ""
+        self.absent_blobs = 0  # blobs a present manifest names but the store lacks (discarded layers?)
+        self._configured_root = content_root
+        self._client = ContainerdClient(socket_path, namespace)
+        self._image_keys: dict[str, frozenset[str]] = {}
+        self._orphans: set[str] = set()  # unreferenced but still on disk: kept until GC takes them
+        self._index: frozenset[str] = frozenset()
+        self._changes = ChangeBroadcast()
+        self._lock = anyio.Lock()
+        self._down_logged = False
+
+    async def aclose(self) -> None:
+        self._changes.close()
+        await self._client.close()
+
+    # -- Store: reads ------------------------------------------------------------------------------
+
+    async def info(self, digest: Digest) -> BlobInfo | None:
+        found = await self._client.info(digest)
+        if found is None:
+            return None
+        return BlobInfo(digest, int(found.size), dict(found.labels))
+
+    async def open_blob(self, digest: Digest) -> OpenBlob | None:
+        known_size: int | None = None
+        if str(digest) not in self._index:
+            info = await self._checked_info(digest)
+            if info is None:
+                return None
+            known_size = info.size
+        opened = self._open_file(digest, known_size)
+        if opened is not None:
+            return opened
+        info = await self._checked_info(digest)  # the fallback needs the size, and containerd's word
+        if info is None:
+            return None
+        client = self._client
+
+        def read(offset: int, length: int) -> AsyncIterator[bytes]:
+            return client.read(digest, offset, length)
+
+        log_event(log, "blob_fallback_grpc", digest=digest.short, reason="file not readable")
+        return StreamBlob(info.size, read)
+
+    async def read_manifest(self, digest: Digest) -> Manifest | None:
+        data = await self._read_small(digest)
+        if data is None:
+            return None
+        try:
+            media_type, _ = load_manifest(data)
+        except NotAManifest:
+            return None
+        return Manifest(digest, media_type, data)
+
+    async def resolve_tag(self, registry: str, repository: str, tag: str) -> Digest | None:
+        target = await self._client.get_image_target(tag_key(registry, repository, tag))
+        if target is None:
+            return None
+        try:
+            return parse_digest(target)
+        except InvalidDigest:
+            return None
+
+    async def list_keys(self) -> frozenset[str]:
+        image_keys, _ = await self._walk_all()
+        return frozenset().union(*image_keys.values())
+
+    def keys(self) -> frozenset[str]:
+        return self._index
+
+    def subscribe(self) -> MemoryObjectReceiveStream[KeyChange]:
+        return self._changes.subscribe()
+
+    async def ready(self) -> bool:
+        try:
+            await self._client.version()
+        except StoreUnavailable:
+            return False
+        return True
+
+    # -- the event loop ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow containerd for ever: subscribe, rescan, apply events; reconnect with backoff."""
+        backoff = Backoff(initial=0.1, maximum=5.0)
+        started = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._rescan_periodically)
+            while True:
+                try:
+                    call = self._client.subscribe(TOPICS)
+                    await self._connect()
+                    backoff.reset()
+                    if not started:
+                        task_status.started()
+                        started = True
+                    async for envelope in call:
+                        if envelope.namespace == self.namespace:
+                            await self._apply(envelope.topic, envelope.event.type_url, envelope.event.value)
+                    raise StoreUnavailable("containerd closed the event stream")
+                except (StoreUnavailable, grpc.aio.AioRpcError) as exc:
+                    delay = backoff.next_delay()
+                    self._disconnected(exc, delay)
+                    if not started:
+                        task_status.started()  # serve (and answer 404s) while containerd is away
+                        started = True
+                    await anyio.sleep(delay)
+
+    async def _connect(self) -> None:
+        self.version = await self._client.version()
+        if self._configured_root is None:
+            plugin_root = await self._client.content_root()
+            self.content_root = plugin_root
+        await self._rescan()
+        if not self.connected:
+            self.connected = True
+            log_event(
+                log,
+                "containerd_connected",
+                socket=self.socket_path,
+                version=self.version,
+                namespace=self.namespace,
+                content_root=self.content_root,
+                images=len(self._image_keys),
+                keys=len(self._index),
+            )
+
+    def _disconnected(self, exc: BaseException, retry_in: float) -> None:
+        if self.connected or not self._down_logged:
+            self._down_logged = True
+            reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            hint = "" if Path(self.socket_path).exists() else " (no socket at --containerd-socket)"
+            log_event(
+                log,
+                "containerd_disconnected",
+                level=30,
+                socket=self.socket_path,
+                reason=f"{reason}{hint}",
+                retry_in_s=round(retry_in, 2),
+                serving="files already indexed" if self._index else "nothing (404s)",
+            )
+        self.connected = False
+
+    async def _rescan_periodically(self) -> None:
+        while True:
+            await anyio.sleep(self.rescan_interval)
+            if self.connected:
+                with contextlib.suppress(StoreUnavailable):  # the event loop notices and reconnects
+                    await self._rescan()
+
+    async def _rescan(self) -> None:
+        image_keys, absent = await self._walk_all()
+        still_there = {key for key in self._orphans if await self._client.info(parse_digest(key))}
+        async with self._lock:
+            self._image_keys = image_keys
+            self._orphans = still_there
+            self.absent_blobs = absent
+            self._publish_index()
+
+    async def _walk_all(self) -> tuple[dict[str, frozenset[str]], int]:
+        image_keys: dict[str, frozenset[str]] = {}
+        absent: set[str] = set()
+        for name, target in await self._client.list_images():
+            keys, missing = await self._walk(name, target)
+            image_keys[name] = keys
+            absent |= missing
+        return image_keys, len(absent)
+
+    async def _walk(self, name: str, target: str) -> tuple[frozenset[str], set[str]]:
+        if not is_digest(target):
+            return frozenset(), set()
+        result = await walk_image(name, parse_digest(target), self._read_small, self._exists)
+        return frozenset(result.keys), result.absent
+
+    async def _apply(self, topic: str, type_url: str, value: bytes) -> None:
+        event = parse_event(topic, type_url, value)
+        if isinstance(event, ImageChanged):
+            target = await self._client.get_image_target(event.name)
+            keys, _ = await self._walk(event.name, target) if target else (frozenset(), set())
+            async with self._lock:
+                self._image_keys[event.name] = keys
+                self._publish_index()
+        elif isinstance(event, ImageDeleted):
+            async with self._lock:
+                self._image_keys.pop(event.name, None)
+                before = self._index
+                self._publish_index(keep=before)  # digests stay until Info confirms they are gone
+            await self._recheck_removals(before)
+        elif isinstance(event, ContentDeleted) and is_digest(event.digest):
+            async with self._lock:
+                self._image_keys = {n: k - {event.digest} for n, k in self._image_keys.items()}
+                self._orphans.discard(event.digest)
+                self._publish_index()
+
+    async def _recheck_removals(self, before: frozenset[str]) -> None:
+        referenced = frozenset().union(*self._image_keys.values())
+        candidates = {key for key in before - referenced if is_digest(key)}
+        for delay in REMOVAL_RECHECKS:
+            if not candidates:
+                break
+            await anyio.sleep(delay)
+            candidates = {key for key in candidates if await self._client.info(parse_digest(key))}
+        async with self._lock:
+            self._orphans |= candidates
+            self._publish_index()
+
+    def _publish_index(self, keep: frozenset[str] = frozenset()) -> None:
+        """Recompute the index from the image walks; `keep` holds digests awaiting their Info re-check."""
+        referenced = frozenset().union(*self._image_keys.values())
+        pending = {key for key in keep if is_digest(key)}
+        new = referenced | self._orphans | pending
+        change = KeyChange(added=new - self._index, removed=self._index - new)
+        self._index = new
+        self._changes.publish(change)
+
+    # -- blob access -------------------------------------------------------------------------------
+
+    def blob_path(self, digest: Digest) -> Path | None:
+        if not self.content_root:
+            return None
+        return Path(self.content_root) / "blobs" / digest.algorithm / digest.hex
+
+    def _open_file(self, digest: Digest, expected_size: int | None) -> FileBlob | None:
+        path = self.blob_path(digest)
+        if path is None:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EIO):
+                log_event(log, "blob_open_failed", level=30, digest=digest.short, error=str(exc))
+            return None
+        size = os.fstat(fd).st_size
+        if expected_size is not None and size != expected_size:
+            os.close(fd)  # a half-written or foreign file: never serve it as whole
+            return None
+        return FileBlob(fd, size)
+
+    async def _checked_info(self, digest: Digest) -> BlobInfo | None:
+        try:
+            return await self.info(digest)
+        except StoreUnavailable:
+            return None
+
+    async def _read_small(self, digest: Digest) -> bytes | None:
+        opened = self._open_file(digest, None) if str(digest) in self._index else None
+        if opened is not None:
+            try:
+                if opened.size > MAX_MANIFEST_BYTES:
+                    return None
+                return os.pread(opened.fd, opened.size, 0)
+            finally:
+                opened.close()
+        return await self._client.read_all(digest, MAX_MANIFEST_BYTES)
+
+    async def _exists(self, digest: Digest) -> bool:
+        return await self._client.info(digest) is not None

@@ -1,0 +1,154 @@
+"""Private containerd instances: one per lab node or test, everything under its own directory.
+
+Debian's containerd 1.6 is used as it is. The config points root, state, the sockets, the opt plugin and
+CNI at the instance's directory, so nothing touches the machine's /var/lib/containerd or /etc.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sidecar.lab.processes import ProcessGroup, wait_for
+
+CONTENT_SUBDIR = "io.containerd.content.v1.content"
+_NOISY_PLUGINS = [
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.zfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.tracing.processor.v1.otlp",
+]
+
+
+@dataclass
+class ContainerdInstance:
+    directory: Path
+    netns: str | None = None
+    config_path_enabled: bool = True  # whether CRI reads certs.d (lokal's hosts.toml files)
+    discard_unpacked_layers: bool = False
+    snapshotter: str = "overlayfs"
+    _group: ProcessGroup | None = field(default=None, repr=False)
+    _proc: object = field(default=None, repr=False)
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / "containerd.sock"
+
+    @property
+    def root(self) -> Path:
+        return self.directory / "root"
+
+    @property
+    def content_root(self) -> Path:
+        return self.root / CONTENT_SUBDIR
+
+    @property
+    def certs_d(self) -> Path:
+        return self.directory / "certs.d"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "containerd.log"
+
+    def write_config(self) -> Path:
+        d = self.directory
+        for sub in ("root", "state", "opt", "cni/conf", "cni/bin", "certs.d"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        registry = f'config_path = "{self.certs_d}"' if self.config_path_enabled else ""
+        config = f"""version = 2
+root = "{self.root}"
+state = "{d / 'state'}"
+disabled_plugins = {_toml_list(_NOISY_PLUGINS)}
+
+[grpc]
+  address = "{self.socket}"
+
+[ttrpc]
+  address = "{d / 'containerd.sock.ttrpc'}"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d / 'opt'}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_cdi = false
+
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "{self.snapshotter}"
+  discard_unpacked_layers = {str(self.discard_unpacked_layers).lower()}
+
+[plugins."io.containerd.grpc.v1.cri".cni]
+  conf_dir = "{d / 'cni/conf'}"
+  bin_dir = "{d / 'cni/bin'}"
+
+[plugins."io.containerd.grpc.v1.cri".registry]
+  {registry}
+"""
+        path = d / "config.toml"
+        path.write_text(config)
+        return path
+
+    def start(self, group: ProcessGroup, timeout: float = 20.0) -> None:
+        config = self.write_config()
+        self._group = group
+        self._proc = group.start(
+            f"containerd:{self.directory.name}",
+            ["containerd", "--config", str(config)],
+            log_path=self.log_path,
+            netns=self.netns,
+        )
+        wait_for(self._socket_answers, timeout, what=f"containerd socket {self.socket}")
+
+    def stop(self) -> None:
+        if self._group is not None and self._proc is not None:
+            self._group.stop(self._proc)  # type: ignore[arg-type]
+            self._proc = None
+
+    def restart(self) -> None:
+        assert self._group is not None
+        self.stop()
+        self.start(self._group)
+
+    def write_hosts(self, registry: str, server: str, mirrors: list[str] | None = None) -> Path:
+        """Write certs.d/<registry>/hosts.toml: `mirrors` first (lokal), then `server` (the upstream).
+
+        containerd 1.6 rejects a hosts.toml without any [host] table, so the upstream always gets one.
+        """
+        lines = [f'server = "{server}"', ""]
+        for url in [*(mirrors or []), server]:
+            lines += [f'[host."{url}"]', '  capabilities = ["pull", "resolve"]', ""]
+        path = self.certs_d / registry / "hosts.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines))
+        return path
+
+    def collect_garbage(self, namespace: str = "k8s.io") -> None:
+        """Run containerd's GC now: deleting a lease with --sync removes every unreferenced resource."""
+        base = ["ctr", "--address", str(self.socket), "--namespace", namespace, "leases"]
+        if self.netns:
+            base = ["ip", "netns", "exec", self.netns, *base]
+        lease = subprocess.run(
+            [*base, "create"], check=True, capture_output=True, text=True, timeout=30
+        ).stdout.split()[0]
+        subprocess.run([*base, "delete", "--sync", lease], check=True, capture_output=True, timeout=60)
+
+    def _socket_answers(self) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:  # type: ignore[attr-defined]
+            tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+            raise RuntimeError(f"containerd exited early:\n{tail}")
+        if self.netns is not None:
+            return self.socket.exists()  # a unix socket is reachable across network namespaces
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.socket))
+            except OSError:
+                return False
+        return True
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(f'"{item}"' for item in items) + "]"

@@ -1,0 +1,70 @@
+"""Shared fixtures: real processes (containerd, docker-registry) under a ProcessGroup that stops them by
+PID, on failure too. Tests that need them are skipped with a reason when not root or a tool is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from sidecar.lab.containerd import ContainerdInstance
+from sidecar.lab.processes import ProcessGroup
+from sidecar.lab.registry import RegistryInstance
+
+
+def _real_parts_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (containerd's content store is root-only)"
+    for tool in ("containerd", "docker-registry", "skopeo"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (run scripts/setup.sh)"
+    return None
+
+
+REAL_PARTS_MISSING = _real_parts_missing()
+needs_real_parts = pytest.mark.skipif(REAL_PARTS_MISSING is not None, reason=REAL_PARTS_MISSING or "")
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    # grpc.aio needs asyncio, and binds to the first event loop it sees: one loop for the whole session.
+    return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _one_event_loop_for_the_session(anyio_backend: str) -> AsyncIterator[None]:
+    """Holds anyio's runner open between tests (it closes when no test or fixture leases it)."""
+    yield
+
+
+@pytest.fixture(scope="session")
+def session_processes() -> Iterator[ProcessGroup]:
+    with ProcessGroup() as group:
+        yield group
+
+
+@pytest.fixture
+def processes() -> Iterator[ProcessGroup]:
+    with ProcessGroup() as group:
+        yield group
+
+
+@pytest.fixture(scope="session")
+def registry(session_processes: ProcessGroup, tmp_path_factory: pytest.TempPathFactory) -> RegistryInstance:
+    if REAL_PARTS_MISSING:
+        pytest.skip(REAL_PARTS_MISSING)
+    instance = RegistryInstance(tmp_path_factory.mktemp("registry"))
+    instance.start(session_processes)
+    return instance
+
+
+@pytest.fixture
+def containerd(processes: ProcessGroup, tmp_path: Path, registry: RegistryInstance) -> ContainerdInstance:
+    """A private containerd whose certs.d sends the lab registry's name to the lab registry."""
+    instance = ContainerdInstance(tmp_path / "containerd")
+    instance.start(processes)
+    instance.write_hosts(registry.address, f"http://{registry.address}")
+    return instance
