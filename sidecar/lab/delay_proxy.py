@@ -225,7 +225,10 @@ async def serve(proxy: DelayProxy, ready_file: Path | None) -> None:
         delay_ms=proxy.delay * 1000,
     )
     if ready_file:
-        ready_file.write_text(f"{host}:{port}\n")  # noqa: ASYNC240 (once, tiny, before serving)
+        # Write then rename: whoever waits for the file never reads it half-written.
+        partial = ready_file.with_name(ready_file.name + ".partial")
+        partial.write_text(f"{host}:{port}\n")
+        partial.replace(ready_file)
     await stop.wait()
     await proxy.close()
     log_event(_log, "delay_proxy_stopped")

@@ -32,6 +32,13 @@ def netns_names() -> set[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_event_loop_for_the_session() -> Iterator[None]:
+    """Overrides the root conftest's async session fixture: these tests are synchronous, and a sync test
+    cannot use an async autouse fixture (pytest errors out at setup)."""
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def no_namespace_of_this_run_is_left() -> Iterator[None]:
     """Every lab namespace this pytest process created is gone when the run ends."""
     yield
