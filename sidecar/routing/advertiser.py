@@ -1,0 +1,190 @@
+"""The advertiser: telling each key's home nodes (in this node's region) that this node holds it.
+
+Theory of operation: the planning functions are pure. They take keys and rings and return `Batch`es,
+one request per home node (chunked when larger than the protocol allows). `Advertiser` is the thin async
+shell that keeps the set of local keys and sends plans through a `PeerTransport`.
+
+Rules:
+- Startup and every `interval` seconds: a full advertise of every local key (holders expire entries after
+  about three intervals, so one lost round is harmless).
+- A change of the local store (`added` / `removed`) is sent at once, adds and withdrawals for one home in
+  one request.
+- A membership change: each node that became a home of some local keys gets exactly those keys.
+  Nodes that stopped being homes are not told; their entries expire.
+- A failed send is counted and logged, never retried here: the next full advertise repairs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import anyio
+
+from sidecar.cluster.model import Peer
+from sidecar.logs import get_logger, log_event
+from sidecar.routing.placement import Ring
+from sidecar.routing.protocol import MAX_BODY_BYTES, MAX_KEYS, AdvertiseRequest
+from sidecar.routing.transport import PeerTransport, PeerUnavailable
+
+DEFAULT_INTERVAL = 600.0
+DEFAULT_WORKERS = 8
+# Encoded size of one key in a list: the key, two quotes and a comma. Leave room for the envelope.
+_BATCH_BYTES = MAX_BODY_BYTES - 1024
+
+_log = get_logger("routing")
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    home: Peer
+    request: AdvertiseRequest
+
+
+def _requests(tagged: list[tuple[str, bool]], max_keys: int) -> Iterator[AdvertiseRequest]:
+    """Cut (key, is_add) pairs into requests within the protocol's key count and body size limits."""
+    add: list[str] = []
+    remove: list[str] = []
+    size = 0
+    for key, is_add in tagged:
+        if (add or remove) and (len(add) + len(remove) >= max_keys or size + len(key) + 3 > _BATCH_BYTES):
+            yield AdvertiseRequest(tuple(add), tuple(remove))
+            add, remove, size = [], [], 0
+        (add if is_add else remove).append(key)
+        size += len(key) + 3
+    if add or remove:
+        yield AdvertiseRequest(tuple(add), tuple(remove))
+
+
+def _group(
+    keys: Iterable[str], homes_of: Callable[[str], Iterable[Peer]]
+) -> dict[str, tuple[Peer, list[str]]]:
+    grouped: dict[str, tuple[Peer, list[str]]] = {}
+    for key in keys:
+        for home in homes_of(key):
+            entry = grouped.get(home.name)
+            if entry is None:
+                grouped[home.name] = (home, [key])
+            else:
+                entry[1].append(key)
+    return grouped
+
+
+def plan_changes(
+    ring: Ring[Peer], added: Iterable[str] = (), removed: Iterable[str] = (), max_keys: int = MAX_KEYS
+) -> list[Batch]:
+    """Requests that tell every home node of these keys about them: one per home node (chunked)."""
+    adds = _group(added, ring.homes)
+    removes = _group(removed, ring.homes)
+    batches: list[Batch] = []
+    for name in sorted(adds.keys() | removes.keys()):
+        home, add_keys = adds.get(name) or (removes[name][0], [])
+        tagged = [(k, True) for k in add_keys] + [(k, False) for k in removes.get(name, (home, []))[1]]
+        batches.extend(Batch(home, request) for request in _requests(tagged, max_keys))
+    return batches
+
+
+def plan_full(ring: Ring[Peer], keys: Iterable[str], max_keys: int = MAX_KEYS) -> list[Batch]:
+    """The full advertise: every key to each of its home nodes, one request per home node."""
+    return plan_changes(ring, added=keys, max_keys=max_keys)
+
+
+def plan_membership_push(
+    old: Ring[Peer], new: Ring[Peer], keys: Iterable[str], max_keys: int = MAX_KEYS
+) -> list[Batch]:
+    """After a membership change: each node that gained home duty for some keys gets exactly those."""
+
+    def gained(key: str) -> Iterator[Peer]:
+        before = old.home_names(key)
+        return (p for p in new.homes(key) if p.name not in before)
+
+    grouped = _group(keys, gained)
+    return [
+        Batch(home, request)
+        for _, (home, found) in sorted(grouped.items())
+        for request in _requests([(k, True) for k in found], max_keys)
+    ]
+
+
+@dataclass(slots=True)
+class SendReport:
+    requests: int = 0
+    failed: int = 0
+    refused_entries: int = 0  # entries a holder refused: its bound was hit
+
+
+class Advertiser:
+    """Keeps this node's keys advertised to their home nodes in this node's region."""
+
+    def __init__(
+        self,
+        transport: PeerTransport,
+        ring: Ring[Peer],
+        keys: Iterable[str] = (),
+        max_keys: int = MAX_KEYS,
+        workers: int = DEFAULT_WORKERS,
+    ) -> None:
+        self.transport = transport
+        self.ring = ring
+        self.keys: set[str] = set(keys)
+        self.max_keys = max_keys
+        self.workers = max(1, workers)
+        self.total = SendReport()
+
+    async def advertise_all(self) -> SendReport:
+        return await self.send(plan_full(self.ring, sorted(self.keys), self.max_keys))
+
+    async def added(self, keys: Iterable[str]) -> SendReport:
+        new = [k for k in keys if k not in self.keys]
+        self.keys.update(new)
+        return await self.send(plan_changes(self.ring, added=new, max_keys=self.max_keys))
+
+    async def removed(self, keys: Iterable[str]) -> SendReport:
+        gone = [k for k in keys if k in self.keys]
+        self.keys.difference_update(gone)
+        return await self.send(plan_changes(self.ring, removed=gone, max_keys=self.max_keys))
+
+    async def membership_changed(self, new_ring: Ring[Peer]) -> SendReport:
+        old, self.ring = self.ring, new_ring
+        return await self.send(plan_membership_push(old, new_ring, self.keys, self.max_keys))
+
+    async def run(
+        self, interval: float = DEFAULT_INTERVAL, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    ) -> None:
+        """Full advertise now and then every `interval` seconds, until cancelled."""
+        if interval <= 0:
+            raise ValueError(f"--advertise-interval must be > 0 seconds, got {interval}")
+        while True:
+            report = await self.advertise_all()
+            log_event(_log, "advertised", keys=len(self.keys), requests=report.requests, failed=report.failed)
+            await sleep(interval)
+
+    async def send(self, batches: list[Batch]) -> SendReport:
+        """Send batches with up to `workers` requests in flight; failures are counted, not raised."""
+        report = SendReport()
+        pending = iter(batches)
+
+        async def worker() -> None:
+            for batch in pending:  # the workers share one iterator: each batch is sent once
+                report.requests += 1
+                try:
+                    reply = await self.transport.advertise(batch.home, batch.request)
+                except PeerUnavailable as exc:
+                    report.failed += 1
+                    log_event(_log, "advertise_failed", logging.DEBUG, home=batch.home.name, error=str(exc))
+                    continue
+                report.refused_entries += reply.refused
+
+        if self.workers == 1 or len(batches) <= 1:
+            await worker()
+        else:
+            async with anyio.create_task_group() as group:
+                for _ in range(min(self.workers, len(batches))):
+                    group.start_soon(worker)
+        self.total.requests += report.requests
+        self.total.failed += report.failed
+        self.total.refused_entries += report.refused_entries
+        if report.refused_entries:
+            log_event(_log, "advertise_refused_by_holder", logging.WARNING, entries=report.refused_entries)
+        return report

@@ -1,0 +1,191 @@
+"""The `Router` seam the registry depends on, the one-hop implementation, and an in-memory one for tests.
+
+Rules:
+- The registry sees only `Router`: ready, lookup, advertise, withdraw. Providers come back as node names;
+  ranking them (zone, region, policy) is the registry's job with the topology policy.
+- `OneHopRouter` is one node's whole index: its holder store and service (the HTTP layer serves
+  `router.service`), its advertiser and its lookup. The lead's wiring calls `start`, `run` and
+  `membership_changed`; the settings come from one `RoutingSettings`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+
+from sidecar.cluster.model import Membership, Peer
+from sidecar.routing.advertiser import DEFAULT_INTERVAL, Advertiser, SendReport
+from sidecar.routing.holders import DEFAULT_MAX_ENTRIES, HolderStore
+from sidecar.routing.lookup import DEFAULT_CACHE_TTL, DEFAULT_MERGE_WINDOW, DEFAULT_TIMEOUT, Found, Lookup
+from sidecar.routing.placement import DEFAULT_K, Ring
+from sidecar.routing.protocol import MAX_KEYS
+from sidecar.routing.service import IndexService
+from sidecar.routing.transport import PeerTransport
+
+
+class Router(Protocol):
+    def ready(self) -> bool:
+        """True once this node can answer lookups and has advertised its content."""
+        ...
+
+    async def lookup(self, key: str, other_regions: Sequence[str] = ()) -> tuple[str, ...]:
+        """Node names that hold `key`: this region first, then `other_regions` in order on a miss."""
+        ...
+
+    async def advertise(self, keys: Iterable[str]) -> None:
+        """This node now holds `keys`."""
+        ...
+
+    async def withdraw(self, keys: Iterable[str]) -> None:
+        """This node no longer holds `keys`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    k: int = DEFAULT_K
+    advertise_interval: float = DEFAULT_INTERVAL  # --advertise-interval
+    holder_ttl_intervals: float = 3.0  # holders keep an entry this many intervals
+    max_entries: int = DEFAULT_MAX_ENTRIES  # holder memory bound
+    lookup_timeout: float = DEFAULT_TIMEOUT
+    merge_window: float = DEFAULT_MERGE_WINDOW
+    cache_ttl: float = DEFAULT_CACHE_TTL
+    max_batch_keys: int = MAX_KEYS
+
+    def __post_init__(self) -> None:
+        for name in ("advertise_interval", "lookup_timeout", "holder_ttl_intervals"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"routing setting {name} must be > 0, got {getattr(self, name)}")
+        if self.k < 1 or self.max_entries < 1 or self.max_batch_keys < 1:
+            raise ValueError("routing settings k, max_entries and max_batch_keys must be >= 1")
+
+
+class RingSet:
+    """The rings of one membership snapshot, built on first use. Share one among routers of a snapshot."""
+
+    def __init__(self, membership: Membership, k: int = DEFAULT_K, memo_size: int = 65_536) -> None:
+        self.membership = membership
+        self.k = k
+        self.memo_size = memo_size
+        self._rings: dict[str, Ring[Peer]] = {}
+
+    def ring(self, region: str) -> Ring[Peer]:
+        ring = self._rings.get(region)
+        if ring is None:
+            ring = self._rings[region] = Ring(self.membership.region_ring(region), self.k, self.memo_size)
+        return ring
+
+
+class OneHopRouter:
+    def __init__(
+        self,
+        membership: Membership,
+        transport: PeerTransport,
+        settings: RoutingSettings | None = None,
+        *,
+        rings: RingSet | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or RoutingSettings()
+        me = membership.me
+        if me is None:
+            raise ValueError(f"this node {membership.self_name!r} is not in the membership")
+        self.region = me.region
+        self.clock = clock
+        self.rings = rings or RingSet(membership, self.settings.k)
+        ttl = self.settings.advertise_interval * self.settings.holder_ttl_intervals
+        self.service = IndexService(HolderStore(ttl, self.settings.max_entries), membership)
+        self.advertiser = Advertiser(
+            transport, self.rings.ring(self.region), max_keys=self.settings.max_batch_keys
+        )
+        self.finder = Lookup(
+            transport,
+            self._ring,  # late-bound: membership changes replace self.rings
+            self.region,
+            timeout=self.settings.lookup_timeout,
+            merge_window=self.settings.merge_window,
+            cache_ttl=self.settings.cache_ttl,
+            clock=clock,
+        )
+        self._ready = False
+
+    def _ring(self, region: str) -> Ring[Peer]:
+        return self.rings.ring(region)
+
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self, keys: Iterable[str]) -> SendReport:
+        """The startup advertise of every local key; the router is ready afterwards."""
+        self.advertiser.keys = set(keys)
+        report = await self.advertiser.advertise_all()
+        self._ready = True
+        return report
+
+    async def run(self, sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
+        """Re-advertise and sweep expired holder entries every interval, until cancelled."""
+        while True:
+            await sleep(self.settings.advertise_interval)
+            self.service.store.expire(self.clock())
+            await self.advertiser.advertise_all()
+
+    async def membership_changed(self, membership: Membership, rings: RingSet | None = None) -> SendReport:
+        """Adopt a new snapshot and push keys to the nodes that became their homes."""
+        self.rings = rings or RingSet(membership, self.settings.k)
+        self.service.update_membership(membership)
+        self.finder.forget()
+        return await self.advertiser.membership_changed(self.rings.ring(self.region))
+
+    async def find(self, key: str, other_regions: Sequence[str] = ()) -> Found:
+        return await self.finder.find(key, other_regions)
+
+    async def lookup(self, key: str, other_regions: Sequence[str] = ()) -> tuple[str, ...]:
+        return (await self.finder.find(key, other_regions)).providers
+
+    async def advertise(self, keys: Iterable[str]) -> None:
+        await self.advertiser.added(keys)
+
+    async def withdraw(self, keys: Iterable[str]) -> None:
+        await self.advertiser.removed(keys)
+
+
+class InMemoryIndex:
+    """A shared dictionary index for tests of other parts: key -> {node name: region}."""
+
+    def __init__(self) -> None:
+        self.holders: dict[str, dict[str, str]] = {}
+
+    def router(self, node: str, region: str = "") -> InMemoryRouter:
+        return InMemoryRouter(self, node, region)
+
+
+class InMemoryRouter:
+    """A `Router` over an `InMemoryIndex`: same answers as the real one, no network, always ready."""
+
+    def __init__(self, index: InMemoryIndex, node: str, region: str = "") -> None:
+        self.index = index
+        self.node = node
+        self.region = region
+
+    def ready(self) -> bool:
+        return True
+
+    async def lookup(self, key: str, other_regions: Sequence[str] = ()) -> tuple[str, ...]:
+        holders = self.index.holders.get(key, {})
+        for region in (self.region, *other_regions):
+            found = tuple(sorted(n for n, r in holders.items() if r == region))
+            if found:
+                return found
+        return ()
+
+    async def advertise(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.index.holders.setdefault(key, {})[self.node] = self.region
+
+    async def withdraw(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.index.holders.get(key, {}).pop(self.node, None)
