@@ -6,6 +6,7 @@ so this writer covers exactly those and refuses anything else (dates, for exampl
 
 Strings are written as TOML basic strings. JSON's escapes (`\\"`, `\\\\`, `\\n`, `\\uXXXX`) are all valid
 TOML escapes, so `json.dumps` does the quoting; only DEL, which JSON leaves raw, is escaped on top.
+Non-ASCII stays raw (`ensure_ascii=False`): JSON's surrogate-pair escapes are invalid in TOML.
 """
 
 from __future__ import annotations
