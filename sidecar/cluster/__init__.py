@@ -1,5 +1,33 @@
-"""Cluster membership: who the peers are, from Kubernetes Node objects."""
+"""Cluster membership: who the peers are, from Kubernetes Node objects.
 
+The model (`Peer`, `Membership`, `diff`) and the node parser are pure. `MembershipSource` is the I/O shell:
+a reflector (list + watch) around the official `kubernetes` client, which is imported only when it starts.
+"""
+
+from sidecar.cluster.config import (
+    AddressFamily,
+    ClusterConfig,
+    ClusterConfigError,
+    WatchTimings,
+    node_label_selector,
+)
 from sidecar.cluster.model import Membership, MembershipChange, Peer, diff
+from sidecar.cluster.nodes import ParsedNode, parse_node
+from sidecar.cluster.source import MembershipSource, MembershipSubscription, summarize
 
-__all__ = ["Membership", "MembershipChange", "Peer", "diff"]
+__all__ = [
+    "AddressFamily",
+    "ClusterConfig",
+    "ClusterConfigError",
+    "Membership",
+    "MembershipChange",
+    "MembershipSource",
+    "MembershipSubscription",
+    "ParsedNode",
+    "Peer",
+    "WatchTimings",
+    "diff",
+    "node_label_selector",
+    "parse_node",
+    "summarize",
+]

@@ -78,3 +78,7 @@ def node_label_selector(mode: TopologyMode, own_region: str) -> str | None:
     if mode is TopologyMode.ISOLATE:
         return f"{REGION_LABEL}={own_region}"
     return None
+
+
+class ClusterConfigError(ValueError):
+    """The cluster settings cannot work: wrong node name, unreadable kubeconfig, not in a cluster."""

@@ -1,0 +1,246 @@
+"""MembershipSource: the async face of the Node watch, what `lokal serve --discovery kubernetes` runs.
+
+Rules:
+- The synchronous reflector runs in one worker thread (`anyio.to_thread.run_sync`, abandoned on cancel,
+  with its own limiter so it takes no slot of the default pool). Snapshots cross to the event loop with
+  `anyio.from_thread.run_sync`; everything else here runs on the event loop.
+- Startup: read this node's Node (its region and zone), check the topology mode against it, then list and
+  watch (in isolate mode with the selector `topology.kubernetes.io/region=<own region>`). `run` reports
+  started (with the first membership) only after the first list. Configuration errors raise from `run`.
+- The membership only changes when the cluster does: through API outages the last one stays.
+- Every change is logged once, here, with counts by region and zone.
+- Subscribers never miss the latest state: a slow subscriber gets the newest snapshot and the change
+  summary since the snapshot it saw last (changes that cancel out are skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from anyio.abc import TaskStatus
+
+from sidecar.cluster.config import ClusterConfig, node_label_selector
+from sidecar.cluster.kube_api import KubernetesNodeApi, NodeApi
+from sidecar.cluster.model import Membership, MembershipChange, Peer, diff
+from sidecar.cluster.reflector import NodeReflector
+from sidecar.logs import get_logger, log_event
+from sidecar.topology.validation import validate_own_node
+
+_LOG = get_logger("cluster")
+_MAX_NAMES_LOGGED = 20
+
+
+def default_api_factory(config: ClusterConfig) -> NodeApi:
+    return KubernetesNodeApi(config.kubeconfig, config.timings)
+
+
+class MembershipSource:
+    """Cluster membership from Kubernetes Node objects.
+
+    ```
+    source = MembershipSource(ClusterConfig(node_name=..., kubeconfig=..., topology_mode=...))
+    async with anyio.create_task_group() as tg:
+        first = await tg.start(source.run)        # raises ClusterConfigError / TopologyConfigError
+        async for membership, change in source.subscribe(): ...
+    ```
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        api_factory: Callable[[ClusterConfig], NodeApi] = default_api_factory,
+        rng: random.Random | None = None,
+        logger: logging.Logger = _LOG,
+    ) -> None:
+        self.config = config
+        self._api_factory = api_factory
+        self._rng = rng or random.Random()
+        self._log = logger
+        self._current: Membership | None = None
+        self._own_node: Peer | None = None
+        self._version = 0
+        self._changed_event: anyio.Event | None = None  # created on the event loop, on first use
+        self._finished = False
+        self._reflector: NodeReflector | None = None
+
+    @property
+    def current(self) -> Membership | None:
+        """The latest membership; None before the first list."""
+        return self._current
+
+    @property
+    def own_node(self) -> Peer | None:
+        """This node as read at startup (region and zone), before the first list."""
+        return self._own_node
+
+    @property
+    def label_selector(self) -> str | None:
+        own = self._own_node
+        return node_label_selector(self.config.topology_mode, own.region) if own else None
+
+    async def run(self, *, task_status: TaskStatus[Membership] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch until cancelled. Reports started with the first membership."""
+        failure: list[BaseException] = []
+
+        async def work() -> None:
+            try:
+                await anyio.to_thread.run_sync(
+                    self._work_in_thread, abandon_on_cancel=True, limiter=anyio.CapacityLimiter(1)
+                )
+            except Exception as error:
+                failure.append(error)
+                self._wake()
+            finally:
+                if self._reflector is not None:
+                    self._reflector.stop()
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(work)
+                while self._current is None and not failure:
+                    await self._changed.wait()
+                if self._current is not None:
+                    task_status.started(self._current)
+        finally:
+            self._finished = True
+            self._wake()
+        if failure:
+            raise failure[0]
+
+    def subscribe(self) -> MembershipSubscription:
+        """An async iterator of (membership, change); it starts with the current state as all joined."""
+        return MembershipSubscription(self)
+
+    async def wait_for(self, predicate: Callable[[Membership], bool]) -> Membership:
+        """The first membership (current or coming) for which `predicate` holds."""
+        while True:
+            current = self._current
+            if current is not None and predicate(current):
+                return current
+            if self._finished:
+                raise RuntimeError("the membership source has stopped")
+            await self._changed.wait()
+
+    # -- worker thread --------------------------------------------------------------------------------
+
+    def _work_in_thread(self) -> None:
+        config = self.config
+        api = self._api_factory(config)
+        reflector = NodeReflector(
+            api,
+            self_name=config.node_name,
+            label_selector=None,
+            family=config.address_family,
+            timings=config.timings,
+            publish=self._publish_from_thread,
+            rng=self._rng,
+            logger=self._log,
+        )
+        self._reflector = reflector
+        try:
+            me = reflector.read_own_node()
+            if me is None:  # stopped before the API answered
+                return
+            validate_own_node(config.topology_mode, me)
+            self._own_node = me
+            selector = node_label_selector(config.topology_mode, me.region)
+            log_event(
+                self._log,
+                "node_watch_starting",
+                node=me.name,
+                region=me.region,
+                zone=me.zone,
+                mode=config.topology_mode.value,
+                selector=selector or "",
+            )
+            reflector.set_label_selector(selector)
+            reflector.run()
+        finally:
+            api.close()
+
+    def _publish_from_thread(self, membership: Membership) -> None:
+        try:
+            anyio.from_thread.run_sync(self._publish, membership)
+        except Exception:  # the event loop is gone: nobody listens any more
+            if self._reflector is not None:
+                self._reflector.stop()
+
+    # -- event loop -----------------------------------------------------------------------------------
+
+    def _publish(self, membership: Membership) -> None:
+        if self._finished:
+            return
+        previous = self._current
+        change = diff(previous or Membership(membership.self_name), membership)
+        self._current = membership
+        self._version += 1
+        event = "membership_synced" if previous is None else "membership_changed"
+        log_event(self._log, event, **summarize(membership, change))
+        self._wake()
+
+    @property
+    def _changed(self) -> anyio.Event:
+        """Set (and replaced) on every new snapshot and when the source stops."""
+        if self._changed_event is None:
+            self._changed_event = anyio.Event()
+        return self._changed_event
+
+    def _wake(self) -> None:
+        if self._changed_event is not None:
+            self._changed_event.set()
+            self._changed_event = None
+
+
+class MembershipSubscription:
+    """Yields (membership, change since the snapshot this subscriber saw last); ends when the source stops."""
+
+    def __init__(self, source: MembershipSource) -> None:
+        self._source = source
+        self._seen: Membership | None = None
+        self._seen_version = 0
+
+    def __aiter__(self) -> MembershipSubscription:
+        return self
+
+    async def __anext__(self) -> tuple[Membership, MembershipChange]:
+        source = self._source
+        while True:
+            current = source._current
+            if current is not None and source._version != self._seen_version:
+                change = diff(self._seen or Membership(current.self_name), current)
+                self._seen, self._seen_version = current, source._version
+                if change:
+                    return current, change
+                continue
+            if source._finished:
+                raise StopAsyncIteration
+            await source._changed.wait()
+
+
+def summarize(membership: Membership, change: MembershipChange | None = None) -> dict[str, Any]:
+    """Log fields: node counts (all, ready), by region and by region/zone, and what changed."""
+    peers = list(membership.peers.values())
+    fields: dict[str, Any] = {
+        "nodes": len(peers),
+        "ready": sum(p.ready for p in peers),
+        "by_region": dict(sorted(Counter(p.region or "unknown" for p in peers).items())),
+        "by_zone": dict(
+            sorted(Counter(f"{p.region or 'unknown'}/{p.zone or 'unknown'}" for p in peers).items())
+        ),
+    }
+    if change is not None:
+        for name in ("joined", "left", "relabelled", "ready_changed"):
+            names = getattr(change, name)
+            if names:
+                fields[name] = list(names[:_MAX_NAMES_LOGGED])
+                if len(names) > _MAX_NAMES_LOGGED:
+                    fields[f"{name}_count"] = len(names)
+    return fields
