@@ -20,6 +20,10 @@ Address plan:
 - region i (0-based) 198.18.(i+1).0/24: its router .1, its nodes .11, .12, ...;
 - uplink of region i to core 198.19.0.(4i)/30: core .1 of the /30, router .2;
 - inter-region link number p (pairs i<j in order) 198.19.(p+1).0/30: router i .1, router j .2.
+
+An inter-region link is a veth pair, or, when the topology asks for inter-region delay, two TUN devices
+joined by a delay_link process (same names, addresses and shaping): setup_commands emits a StartDelayLink
+step in place of `ip link add`.
 """
 
 from __future__ import annotations
@@ -78,6 +82,17 @@ class Link:
     a: Endpoint
     b: Endpoint
     rate: str | None
+    delay_ms: int = 0  # > 0: two TUN devices joined by a delay_link process instead of a veth pair
+
+
+@dataclass(frozen=True)
+class StartDelayLink:
+    """A setup step for the I/O shell: start the delay_link process that creates `link`'s two devices."""
+
+    link: Link
+
+
+SetupStep = list[str] | StartDelayLink
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,7 @@ class NetworkPlan:
     links: tuple[Link, ...]
     routes: tuple[Route, ...]
     addresses: dict[str, str]  # host (node name, "upstream", "apiserver") -> its lab IP
+    mtu: int = 1500
 
     def netns(self, host: str) -> str:
         for ns in self.namespaces:
@@ -200,18 +216,23 @@ def plan_network(topology: LabTopology, prefix: str) -> NetworkPlan:
                 a=Endpoint(ns_of[router_host(ra)], f"ir-{j}", f"{ip_i}/30"),
                 b=Endpoint(ns_of[router_host(rb)], f"ir-{i}", f"{ip_j}/30"),
                 rate=topology.interregion_rate,
+                delay_ms=topology.interregion_delay_ms,
             )
         )
         routes.append(Route(ns_of[router_host(ra)], str(region_net[rb]), str(ip_j)))
         routes.append(Route(ns_of[router_host(rb)], str(region_net[ra]), str(ip_i)))
 
-    return NetworkPlan(prefix, tuple(namespaces), tuple(bridges), tuple(links), tuple(routes), addresses)
+    return NetworkPlan(
+        prefix, tuple(namespaces), tuple(bridges), tuple(links), tuple(routes), addresses, topology.mtu
+    )
 
 
-def setup_commands(plan: NetworkPlan) -> list[list[str]]:
-    """The `ip`/`tc`/`sysctl` commands that build `plan`, in order. Run from the root namespace, but every
-    one of them acts inside a lab namespace (`ip -n`, `tc -n`, `ip netns exec`)."""
-    cmds: list[list[str]] = []
+def setup_commands(plan: NetworkPlan) -> list[SetupStep]:
+    """The `ip`/`tc`/`sysctl` commands that build `plan`, in order (plus a StartDelayLink step for each
+    delayed link). Run from the root namespace, but every one of them acts inside a lab namespace
+    (`ip -n`, `tc -n`, `ip netns exec`)."""
+    cmds: list[SetupStep] = []
+    mtu = ["mtu", str(plan.mtu)]
     for ns in plan.namespaces:
         cmds.append(["ip", "netns", "add", ns.name])
         cmds.append(["ip", "-n", ns.name, "link", "set", "lo", "up"])
@@ -220,22 +241,27 @@ def setup_commands(plan: NetworkPlan) -> list[list[str]]:
         if ns.forwarding:
             cmds.append(_sysctl(ns.name, "net.ipv4.ip_forward", "1"))
     for br in plan.bridges:
-        cmds.append(["ip", "-n", br.netns, "link", "add", br.name, "type", "bridge"])
+        cmds.append(["ip", "-n", br.netns, "link", "add", br.name, *mtu, "type", "bridge"])
         cmds.append(["ip", "-n", br.netns, "addr", "add", br.address, "dev", br.name])
         cmds.append(["ip", "-n", br.netns, "link", "set", br.name, "up"])
     for link in plan.links:
         a, b = link.a, link.b
-        veth = ["type", "veth", "peer", "name", b.ifname, "netns", b.netns]
-        cmds.append(["ip", "link", "add", a.ifname, "netns", a.netns, *veth])
+        if link.delay_ms > 0:
+            cmds.append(StartDelayLink(link))
+        else:
+            veth = ["type", "veth", "peer", "name", b.ifname, "netns", b.netns, *mtu]
+            cmds.append(["ip", "link", "add", a.ifname, "netns", a.netns, *mtu, *veth])
         for end in (a, b):
             if end.bridge:
                 cmds.append(["ip", "-n", end.netns, "link", "set", end.ifname, "master", end.bridge])
             if end.address:
                 cmds.append(["ip", "-n", end.netns, "addr", "add", end.address, "dev", end.ifname])
+            if link.delay_ms > 0:
+                cmds.append(["ip", "-n", end.netns, "link", "set", end.ifname, *mtu])
             cmds.append(["ip", "-n", end.netns, "link", "set", end.ifname, "up"])
             if link.rate:
                 # Both directions are shaped: tbf works on egress only.
-                tbf = ["rate", link.rate, "burst", tbf_burst(link.rate), "latency", TBF_LATENCY]
+                tbf = ["rate", link.rate, "burst", tbf_burst(link.rate, plan.mtu), "latency", TBF_LATENCY]
                 cmds.append(["tc", "-n", end.netns, "qdisc", "add", "dev", end.ifname, "root", "tbf", *tbf])
     for route in plan.routes:
         cmds.append(["ip", "-n", route.netns, "route", "add", route.destination, "via", route.via])
@@ -259,6 +285,7 @@ def rate_bits_per_second(rate: str) -> float:
     return float(m.group(1)) * (_UNITS.get(unit) or _BYTE_UNITS[unit])
 
 
-def tbf_burst(rate: str) -> str:
-    """Bucket size: 5 ms worth of the rate, at least 16 KiB so one burst holds a few full-size frames."""
-    return str(max(16 * 1024, int(rate_bits_per_second(rate) / 8 * 0.005)))
+def tbf_burst(rate: str, mtu: int = 1500) -> str:
+    """Bucket size: 5 ms worth of the rate, at least 16 KiB and two frames (tbf drops a frame larger than
+    its bucket)."""
+    return str(max(16 * 1024, 2 * (mtu + 64), int(rate_bits_per_second(rate) / 8 * 0.005)))

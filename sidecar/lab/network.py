@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 
 from sidecar.lab import blackhole
-from sidecar.lab.netplan import LinkKind, NetworkPlan, plan_network, setup_commands
+from sidecar.lab.netplan import Link, LinkKind, NetworkPlan, StartDelayLink, plan_network, setup_commands
 from sidecar.lab.processes import ProcessGroup, wait_for
 from sidecar.lab.topology import APISERVER, UPSTREAM, LabTopology
 from sidecar.logs import get_logger, log_event
@@ -186,16 +186,35 @@ class Lab:
         ready.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "sidecar.lab.delay_proxy", "--listen", listen, "--target", target]
         argv += ["--delay-ms", str(delay_ms), "--ready-file", str(ready)]
-        env = {"PYTHONPATH": os.pathsep.join(p for p in (str(_REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
-        proc = self.start(host, name, argv, env=env)
+        proc = self.start(host, name, argv, env=self._python_env())
+        self._wait_ready(proc, ready, name, host, timeout)
+        return proc
 
+    def _start_delay_link(self, link: Link, timeout: float = 10.0) -> None:
+        """The delay_link process for `link`: it lives in end a's namespace and creates both TUN devices."""
+        host_a = next(ns.host for ns in self.plan.namespaces if ns.name == link.a.netns)
+        name = f"delay-link-{link.name}"
+        ready = self.work_dir / f"{name}.ready"
+        argv = [sys.executable, "-m", "sidecar.lab.delay_link", "--dev-a", link.a.ifname]
+        argv += ["--netns-b", link.b.netns, "--dev-b", link.b.ifname, "--delay-ms", str(link.delay_ms)]
+        argv += ["--ready-file", str(ready)]
+        proc = self.start(host_a, name, argv, env=self._python_env())
+        self._wait_ready(proc, ready, name, host_a, timeout)
+
+    def _python_env(self) -> dict[str, str]:
+        return {
+            "PYTHONPATH": os.pathsep.join(p for p in (str(_REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+        }
+
+    def _wait_ready(
+        self, proc: subprocess.Popen[bytes], ready: Path, name: str, host: str, timeout: float
+    ) -> None:
         def ready_or_dead() -> bool:
             if proc.poll() is not None:
-                raise LabError(f"delay proxy {name} in {host} exited {proc.returncode}; see {self.work_dir}")
+                raise LabError(f"{name} in {host} exited {proc.returncode}; see its log in {self.work_dir}")
             return ready.exists()
 
-        wait_for(ready_or_dead, timeout, what=f"delay proxy {name} in {host} to listen on {listen}")
-        return proc
+        wait_for(ready_or_dead, timeout, what=f"{name} in {host} to be ready")
 
     # ---- byte counters ----
 
@@ -236,10 +255,13 @@ class Lab:
         blackhole.acquire(self.lab_id, self._state_dir)  # before anything lab-addressed exists
         self._acquired = True
         try:
-            for argv in setup_commands(self.plan):
-                _run_ip(argv)
-                if argv[:3] == ["ip", "netns", "add"]:
-                    self._created.append(argv[3])
+            for step in setup_commands(self.plan):
+                if isinstance(step, StartDelayLink):
+                    self._start_delay_link(step.link)
+                    continue
+                _run_ip(step)
+                if step[:3] == ["ip", "netns", "add"]:
+                    self._created.append(step[3])
             self.start_delay_proxy(
                 UPSTREAM,
                 "upstream-delay-proxy",

@@ -5,6 +5,8 @@ Rules:
 - Names end up in namespace and interface names, so they are short, lower-case `[a-z0-9-]`.
 - "upstream" (the registry host) and "apiserver" (the fake Kubernetes API) are special hosts, never nodes.
 - Rates are tc rate strings (`"100mbit"`), or None for an unshaped link.
+- Latency: the upstream's comes from a TCP delay proxy (delay_proxy.py); the inter-region links' from
+  user-space packet links (delay_link.py) when `interregion_delay_ms` > 0, since this kernel has no netem.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class LabTopology:
     upstream_rate: str | None = "100mbit"
     interregion_rate: str | None = "200mbit"
     upstream_delay_ms: int = 20
+    interregion_delay_ms: int = 0  # > 0: inter-region links become user-space delay links (delay_link.py)
+    mtu: int = 1500  # of every lab link; 9000 keeps the delay links' packet rate low
     upstream_port: int = 5000
     registry_port: int = 5001
     apiserver_port: int = 6443
@@ -119,8 +123,12 @@ def validate(topology: LabTopology) -> None:
         rate = getattr(topology, setting)
         if rate is not None and not (isinstance(rate, str) and _RATE.match(rate)):
             raise TopologyError(f"{setting}={rate!r}: expected a tc rate like '100mbit', or None")
-    if not isinstance(topology.upstream_delay_ms, int) or not 0 <= topology.upstream_delay_ms <= 10_000:
-        raise TopologyError(f"upstream_delay_ms={topology.upstream_delay_ms!r}: expected 0..10000")
+    for setting in ("upstream_delay_ms", "interregion_delay_ms"):
+        delay = getattr(topology, setting)
+        if not isinstance(delay, int) or not 0 <= delay <= 10_000:
+            raise TopologyError(f"{setting}={delay!r}: expected 0..10000")
+    if not isinstance(topology.mtu, int) or not 1280 <= topology.mtu <= 65000:
+        raise TopologyError(f"mtu={topology.mtu!r}: expected 1280..65000")
     ports = {s: getattr(topology, s) for s in ("upstream_port", "registry_port", "apiserver_port")}
     for setting, port in ports.items():
         if not isinstance(port, int) or not 1 <= port <= 65535:

@@ -26,7 +26,8 @@ def serve(addr: str, port: int, ready: str, max_connections: int) -> None:
         f.write("ready\n")
     threads = []
     for _ in range(max_connections):
-        conn, _peer = srv.accept()
+        conn, peer = srv.accept()
+        print(f"peer {peer[0]}", flush=True)  # the source address the server saw
         t = threading.Thread(target=_echo, args=(conn,))
         t.start()
         threads.append(t)

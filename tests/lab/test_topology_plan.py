@@ -9,6 +9,7 @@ import pytest
 from sidecar.lab.netplan import (
     LAB_RANGE,
     LinkKind,
+    StartDelayLink,
     interregion_link_name,
     plan_network,
     rate_bits_per_second,
@@ -74,11 +75,12 @@ def test_veth_ends_are_created_directly_inside_namespaces() -> None:
     assert len(created) == len(plan.links)
     namespaces = {ns.name for ns in plan.namespaces}
     for argv in created:
-        first_ns = argv[argv.index("netns") + 1]
-        peer_ns = argv[len(argv) - 1]
+        netns_at = [i for i, word in enumerate(argv) if word == "netns"]
+        first_ns, peer_ns = argv[netns_at[0] + 1], argv[netns_at[1] + 1]
         assert {first_ns, peer_ns} <= namespaces, argv
     # Everything else acts inside a namespace too: `ip -n`, `tc -n` or `ip netns exec|add`.
     for argv in setup_commands(plan):
+        assert not isinstance(argv, StartDelayLink)
         assert argv[1] in ("-n", "netns", "link"), argv
 
 
@@ -91,7 +93,9 @@ def test_regions_are_a_full_mesh_and_each_pair_has_its_own_link() -> None:
 
 def test_only_the_interregion_and_upstream_links_are_shaped_both_ways() -> None:
     plan = plan_network(three_regions(), "lk1-")
-    shaped = {(argv[2], argv[6]) for argv in setup_commands(plan) if argv[0] == "tc"}
+    shaped = {
+        (s[2], s[6]) for s in setup_commands(plan) if not isinstance(s, StartDelayLink) and s[0] == "tc"
+    }
     expected = set()
     for link in plan.links:
         if link.kind is LinkKind.INTERREGION:
@@ -107,7 +111,8 @@ def test_only_the_interregion_and_upstream_links_are_shaped_both_ways() -> None:
 
 def test_unshaped_topology_emits_no_tc_commands() -> None:
     topology = LabTopology(nodes=example_topology().nodes, upstream_rate=None, interregion_rate=None)
-    assert not [argv for argv in setup_commands(plan_network(topology, "lk1-")) if argv[0] == "tc"]
+    steps = setup_commands(plan_network(topology, "lk1-"))
+    assert not [s for s in steps if not isinstance(s, StartDelayLink) and s[0] == "tc"]
 
 
 def test_example_topology_has_two_regions_and_three_zones() -> None:
@@ -154,3 +159,30 @@ def test_too_many_regions_for_the_address_plan_is_refused() -> None:
 def test_bad_prefix_is_refused() -> None:
     with pytest.raises(ValueError, match="prefix"):
         plan_network(example_topology(), "Bad Prefix")
+
+
+def test_interregion_delay_turns_only_the_interregion_links_into_delay_links() -> None:
+    topology = LabTopology(nodes=three_regions().nodes, interregion_delay_ms=25, mtu=9000)
+    plan = plan_network(topology, "lk1-")
+    steps = setup_commands(plan)
+    started = {step.link.name for step in steps if isinstance(step, StartDelayLink)}
+    assert started == {link.name for link in plan.links_of(LinkKind.INTERREGION)}
+    created = [s for s in steps if not isinstance(s, StartDelayLink) and s[:3] == ["ip", "link", "add"]]
+    assert len(created) == len(plan.links) - len(started)  # every other link is still a veth pair
+    # Each delay link starts after its namespaces exist and before its devices get addresses.
+    text = [s if isinstance(s, StartDelayLink) else " ".join(s) for s in steps]
+    for at, step in enumerate(steps):
+        if isinstance(step, StartDelayLink):
+            a, b = step.link.a, step.link.b
+            assert text.index(f"ip netns add {b.netns}") < at
+            assert text.index(f"ip -n {a.netns} addr add {a.address} dev {a.ifname}") > at
+            assert text.index(f"ip -n {b.netns} addr add {b.address} dev {b.ifname}") > at
+
+
+def test_the_lab_mtu_reaches_every_link_and_bridge() -> None:
+    topology = LabTopology(nodes=example_topology().nodes, mtu=9000)
+    steps = [s for s in setup_commands(plan_network(topology, "lk1-")) if not isinstance(s, StartDelayLink)]
+    for argv in steps:
+        if argv[:2] == ["ip", "link"] or (len(argv) > 4 and argv[3:5] == ["link", "add"]):
+            assert "9000" in argv, argv
+    assert int(tbf_burst("1mbit", 9000)) >= 2 * 9000
