@@ -1,0 +1,214 @@
+"""The registry endpoint: OCI distribution pull requests answered from the local store (and, through the
+`Relay` seam, from peers), plus /healthz, /readyz and the peer protocol's mount point.
+
+Rules:
+- All request text goes through `routes.plan_request` first; nothing here parses paths.
+- A miss is a fast 404 with the OCI error body; containerd then tries the next host.
+- HEAD answers carry exactly GET's headers (the server drops the body and releases it).
+- A request carrying `LOCAL_ONLY_HEADER` (sent by peers) is served from this node's store or not at all,
+  so that requests can never loop between nodes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from sidecar.containerd import FileBlob, OpenBlob, Store, StoreUnavailable
+from sidecar.http.messages import FileBody, Request, Response, StreamBody
+from sidecar.oci import Digest, ErrorCode, error_body
+from sidecar.registry.pulls import PullRecord
+from sidecar.registry.ranges import ByteRange, Unsatisfiable, parse_range
+from sidecar.registry.routes import (
+    BlobRequest,
+    Health,
+    ManifestRequest,
+    PeerCall,
+    Ping,
+    Refusal,
+    RouteConfig,
+    plan_request,
+)
+
+LOCAL_ONLY_HEADER = "x-lokal-local-only"
+JSON = "application/json"
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+
+PeerHandler = Callable[[Request, str], Awaitable[Response]]
+ReadinessCheck = Callable[[], Awaitable[tuple[bool, dict[str, object]]]]
+
+
+class Relay:
+    """The seam to peers: fetch what the local store lacks. The default relays nothing."""
+
+    async def fetch(
+        self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
+    ) -> Response | None:
+        record.reason = "no peer discovery (--discovery none)"
+        return None
+
+
+@dataclass
+class RegistryHandler:
+    store: Store
+    routes: RouteConfig
+    relay: Relay
+    peer_handler: PeerHandler | None = None
+    readiness: ReadinessCheck | None = None
+
+    async def __call__(self, request: Request) -> Response:
+        plan = plan_request(request.method, request.path, request.query, self.routes)
+        if isinstance(plan, Refusal):
+            return oci_error(plan.status, plan.code, plan.message)
+        if isinstance(plan, Ping):
+            return Response(200, [API_VERSION, ("Content-Type", JSON)], b"{}")
+        if isinstance(plan, Health):
+            return await self._health(plan)
+        if isinstance(plan, PeerCall):
+            if self.peer_handler is None:
+                return oci_error(404, ErrorCode.UNSUPPORTED, "peer protocol is off (--discovery none)")
+            return await self.peer_handler(request, plan.path)
+        return await self._pull(request, plan)
+
+    async def _health(self, plan: Health) -> Response:
+        if plan.kind == "healthz":
+            return Response(200, [("Content-Type", "text/plain")], b"ok\n")
+        ready, details = (True, {}) if self.readiness is None else await self.readiness()
+        body = json.dumps({"ready": ready, **details}, separators=(",", ":")).encode()
+        return Response(200 if ready else 503, [("Content-Type", JSON)], body)
+
+    async def _pull(self, request: Request, plan: BlobRequest | ManifestRequest) -> Response:
+        kind = "blob" if isinstance(plan, BlobRequest) else "manifest"
+        reference = plan.digest if isinstance(plan, BlobRequest) else plan.reference
+        record = PullRecord(
+            kind=kind,
+            method=request.method,
+            repo=plan.repository,
+            ns=plan.registry,
+            digest=reference.short if isinstance(reference, Digest) else f"tag:{reference}",
+            client=request.client[0],
+        )
+        local_only = request.header(LOCAL_ONLY_HEADER) is not None
+        try:
+            response = await self._serve(request, plan, record, local_only)
+        except StoreUnavailable as exc:
+            record.reason = f"containerd unavailable: {exc}"
+            response = None
+        if response is None:
+            code = ErrorCode.BLOB_UNKNOWN if kind == "blob" else ErrorCode.MANIFEST_UNKNOWN
+            response = oci_error(404, code, record.reason or "not found on this node")
+            record.reason = record.reason or ("not held locally" if local_only else "not found")
+        record.status = response.status
+        return _finishing(response, record)
+
+    async def _serve(
+        self, request: Request, plan: BlobRequest | ManifestRequest, record: PullRecord, local_only: bool
+    ) -> Response | None:
+        if isinstance(plan, ManifestRequest):
+            digest = plan.reference
+            if not isinstance(digest, Digest):
+                resolved = await self.store.resolve_tag(plan.registry, plan.repository, digest.value)
+                if resolved is None:
+                    record.reason = "tag not held locally"
+                    return None  # tags resolve only locally: a peer's tag may be stale
+                digest = resolved
+            manifest = await self.store.read_manifest(digest)
+            if manifest is not None:
+                record.result, record.tier, record.source = "local", "same_node", "file"
+                record.bytes = len(manifest.data)
+                return Response(200, _manifest_headers(manifest.media_type, digest, len(manifest.data)),
+                                manifest.data)
+            if local_only:
+                return None
+            return await self.relay.fetch(plan, digest, None, record)
+
+        blob = await self.store.open_blob(plan.digest)
+        if blob is None:
+            if local_only:
+                return None
+            return await self.relay.fetch(plan, plan.digest, request.header("range"), record)
+        try:
+            byte_range = parse_range(request.header("range"), blob.size)
+        except Unsatisfiable:
+            blob.close()
+            record.reason = "range not satisfiable"
+            return Response(416, [("Content-Range", f"bytes */{blob.size}"), ("Content-Type", JSON)],
+                            error_body(ErrorCode.RANGE_INVALID, "range not satisfiable"))
+        record.result, record.tier, record.source = "local", "same_node", blob.source
+        return _blob_response(plan.digest, blob, byte_range, record)
+
+
+def _blob_response(
+    digest: Digest, blob: OpenBlob, byte_range: ByteRange | None, record: PullRecord
+) -> Response:
+    size = blob.size
+    start, length = (byte_range.start, byte_range.length) if byte_range else (0, size)
+    headers = [
+        ("Content-Type", "application/octet-stream"),
+        ("Docker-Content-Digest", str(digest)),
+        ("Accept-Ranges", "bytes"),
+        ("Content-Length", str(length)),
+    ]
+    status = 200
+    if byte_range is not None:
+        status = 206
+        headers.append(("Content-Range", byte_range.content_range(size)))
+    record.bytes = length
+    if isinstance(blob, FileBlob):
+        return Response(status, headers, FileBody(blob.fd, start, length, blob.close))
+    return Response(status, headers, StreamBody(blob.read(start, length), length))
+
+
+def _manifest_headers(media_type: str, digest: Digest, length: int) -> list[tuple[str, str]]:
+    return [
+        ("Content-Type", media_type),
+        ("Docker-Content-Digest", str(digest)),
+        ("Content-Length", str(length)),
+    ]
+
+
+def _finishing(response: Response, record: PullRecord) -> Response:
+    """Attach `record.finish` to the end of the response body, so the log line carries the whole
+    transfer's duration; bodies that are plain bytes finish now."""
+    body = response.body
+    if isinstance(body, FileBody):
+        inner_close = body.close
+
+        def close() -> None:
+            if inner_close is not None:
+                inner_close()
+            record.finish()
+
+        response.body = FileBody(body.fd, body.offset, body.length, close)
+    elif isinstance(body, StreamBody):
+        inner_aclose = body.aclose
+
+        async def aclose() -> None:
+            if inner_aclose is not None:
+                await inner_aclose()
+            record.finish()  # no-op when the counting iterator already finished it
+
+        response.body = StreamBody(_counting(body, record), body.length, aclose)
+    else:
+        record.finish()
+    return response
+
+
+async def _counting(body: StreamBody, record: PullRecord) -> AsyncIterator[bytes]:
+    sent = 0
+    try:
+        async for chunk in body.chunks:
+            sent += len(chunk)
+            yield chunk
+    except BaseException:
+        record.bytes = sent
+        record.finish(ok=False)
+        raise
+    record.finish(ok=body.length is None or sent == body.length)
+
+
+def oci_error(status: int, code: ErrorCode, message: str) -> Response:
+    body = error_body(code, message)
+    return Response(status, [("Content-Type", JSON)], body)
+

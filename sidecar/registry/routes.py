@@ -1,0 +1,144 @@
+"""Request planning for the registry endpoint: what a request asks for, or why it is refused. Pure.
+
+Rules:
+- Every piece of request text is validated here (name grammar, digest grammar, tag grammar, `ns`), before
+  any store, file or peer is touched.
+- The answer follows containerd's reactions (docs/: anything we cannot serve is a fast 404 so containerd
+  moves on; write methods are 405; never 408 or 429).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from sidecar.oci import (
+    Digest,
+    ErrorCode,
+    InvalidDigest,
+    InvalidReference,
+    Tag,
+    is_registry_host,
+    is_repository_name,
+    parse_digest,
+    parse_reference,
+)
+
+_MANIFEST = re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)")
+_BLOB = re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)")
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    kind: str  # "healthz" | "readyz"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCall:
+    path: str  # below /_lokal/v1/
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRequest:
+    registry: str
+    repository: str
+    reference: Digest | Tag
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRequest:
+    registry: str
+    repository: str
+    digest: Digest
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    code: ErrorCode
+    message: str
+
+
+Plan = Ping | Health | PeerCall | ManifestRequest | BlobRequest | Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    mirrored_registries: Collection[str] | None  # None: every registry
+    resolve_tags: bool = True
+    resolve_latest: bool = False
+    default_registry: str = "docker.io"  # containerd always sends ns; a bare request means docker.io
+
+
+def plan_request(method: str, path: str, query: dict[str, list[str]], config: RouteConfig) -> Plan:
+    if path in ("/healthz", "/readyz"):
+        return Health(path[1:]) if method in READ_METHODS else _not_allowed()
+    if path.startswith("/_lokal/v1/"):
+        return PeerCall(path.removeprefix("/_lokal/v1/"))
+    if path in ("/v2", "/v2/"):
+        return Ping() if method in READ_METHODS else _not_allowed()
+    if not path.startswith("/v2/"):
+        return Refusal(404, ErrorCode.UNSUPPORTED, "not a registry path")
+    if method not in READ_METHODS:
+        return _not_allowed()  # lokal is pull-only
+    registry = _registry(query, config)
+    if isinstance(registry, Refusal):
+        return registry
+    try:
+        decoded = unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        return Refusal(400, ErrorCode.NAME_INVALID, "path is not UTF-8")
+    if match := _BLOB.fullmatch(decoded):
+        name = match["name"]
+        if not is_repository_name(name):
+            return Refusal(400, ErrorCode.NAME_INVALID, "invalid repository name")
+        try:
+            return BlobRequest(registry, name, parse_digest(match["digest"]))
+        except InvalidDigest as exc:
+            return Refusal(400, ErrorCode.DIGEST_INVALID, str(exc))
+    if match := _MANIFEST.fullmatch(decoded):
+        name = match["name"]
+        if not is_repository_name(name):
+            return Refusal(400, ErrorCode.NAME_INVALID, "invalid repository name")
+        try:
+            reference = parse_reference(match["reference"])
+        except InvalidDigest as exc:
+            return Refusal(400, ErrorCode.DIGEST_INVALID, str(exc))
+        except InvalidReference as exc:
+            return Refusal(400, ErrorCode.MANIFEST_UNKNOWN, str(exc))
+        if isinstance(reference, Tag):
+            refusal = _tag_refusal(reference, config)
+            if refusal is not None:
+                return refusal
+        return ManifestRequest(registry, name, reference)
+    return Refusal(404, ErrorCode.UNSUPPORTED, "unsupported registry path")
+
+
+def _registry(query: dict[str, list[str]], config: RouteConfig) -> str | Refusal:
+    values = query.get("ns", [])
+    registry = values[0] if values else config.default_registry
+    if len(values) > 1 or not is_registry_host(registry):
+        return Refusal(400, ErrorCode.NAME_INVALID, "invalid ns parameter")
+    if config.mirrored_registries is not None and registry not in config.mirrored_registries:
+        return Refusal(404, ErrorCode.NAME_UNKNOWN, f"registry {registry} is not mirrored here")
+    return registry
+
+
+def _tag_refusal(tag: Tag, config: RouteConfig) -> Refusal | None:
+    if not config.resolve_tags:
+        return Refusal(404, ErrorCode.MANIFEST_UNKNOWN, "tag resolution is off")
+    if tag.value == "latest" and not config.resolve_latest:
+        return Refusal(404, ErrorCode.MANIFEST_UNKNOWN, "'latest' is not resolved (it moves too often)")
+    return None
+
+
+def _not_allowed() -> Refusal:
+    return Refusal(405, ErrorCode.UNSUPPORTED, "lokal is a pull-only mirror")
