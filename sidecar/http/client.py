@@ -203,7 +203,13 @@ class PeerClient:
     ) -> StreamedResponse:
         """Send a GET (or HEAD with `method`) and return once the answer's head is in."""
         return await self._request(
-            host, port, method, target, headers, b"", connect_timeout=connect_timeout,
+            host,
+            port,
+            method,
+            target,
+            headers,
+            b"",
+            connect_timeout=connect_timeout,
             headers_timeout=headers_timeout,
         )
 
@@ -225,7 +231,13 @@ class PeerClient:
         try:
             with anyio.fail_after(total_timeout):
                 response = await self._request(
-                    host, port, "POST", target, all_headers, body, connect_timeout=connect_timeout,
+                    host,
+                    port,
+                    "POST",
+                    target,
+                    all_headers,
+                    body,
+                    connect_timeout=connect_timeout,
                     headers_timeout=total_timeout,
                 )
                 async with response:

@@ -281,8 +281,13 @@ class HttpConnection:
             except StopAsyncIteration:
                 break
             except Exception as exc:
-                log_event(self._logger, "http_stream_failed", logging.WARNING,
-                          error_type=type(exc).__name__, error=str(exc))
+                log_event(
+                    self._logger,
+                    "http_stream_failed",
+                    logging.WARNING,
+                    error_type=type(exc).__name__,
+                    error=str(exc),
+                )
                 if pending is not None:
                     await self._send_canned(502, "upstream body failed")
                 raise _Close from exc
@@ -343,5 +348,6 @@ async def _release(body: Body, logger: logging.Logger) -> None:
             with anyio.CancelScope(shield=True):
                 await body.aclose()
     except Exception as exc:
-        log_event(logger, "http_body_release_failed", logging.WARNING, error_type=type(exc).__name__,
-                  error=str(exc))
+        log_event(
+            logger, "http_body_release_failed", logging.WARNING, error_type=type(exc).__name__, error=str(exc)
+        )

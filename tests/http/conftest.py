@@ -162,8 +162,13 @@ class TruncatedAnswer(Exception):
         self.body = body
 
 
-def request_bytes(method: str, target: str, headers: list[tuple[str, str]] | None = None,
-                  body: bytes = b"", version: str = "1.1") -> bytes:
+def request_bytes(
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    version: str = "1.1",
+) -> bytes:
     lines = [f"{method} {target} HTTP/{version}"]
     if version == "1.1":
         lines.append("host: 127.0.0.1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 from conftest import (
@@ -171,13 +172,12 @@ def test_expect_100_continue_gets_an_interim_answer_then_the_real_one(server: Ru
 
 
 def test_request_body_over_the_limit_gets_413_and_close(handler: SampleHandler) -> None:
-    with run_server(handler, ServerLimits(max_request_body=100)) as running:
-        with running.connect() as sock:
-            sock.sendall(request_bytes("POST", "/echo", body=b"x" * 1000))
-            reader = AnswerReader(sock)
-            answer = reader.read()
-            assert answer is not None and answer.status == 413
-            assert reader.at_eof()
+    with run_server(handler, ServerLimits(max_request_body=100)) as running, running.connect() as sock:
+        sock.sendall(request_bytes("POST", "/echo", body=b"x" * 1000))
+        reader = AnswerReader(sock)
+        answer = reader.read()
+        assert answer is not None and answer.status == 413
+        assert reader.at_eof()
 
 
 @pytest.mark.parametrize("path", ["/stream-fail", "/stream-fail-chunked", "/file-short"])
@@ -208,14 +208,13 @@ def test_stream_failing_before_its_first_byte_gets_502_and_close(server: Running
 def test_slowloris_client_is_closed_after_the_header_deadline_while_others_are_served(
     handler: SampleHandler,
 ) -> None:
-    with run_server(handler, ServerLimits(header_timeout=0.5)) as running:
-        with running.connect() as slow:
-            slow.sendall(b"GET /bytes HTTP/1.1\r\nhost: x\r\nx-slow: ")
-            for _ in range(5):
-                answer = exchange(running, request_bytes("GET", "/bytes"))
-                assert answer is not None and answer.body == b"hello world"
-            slow.sendall(b"a")
-            assert AnswerReader(slow).at_eof()  # closed without an answer (never 408)
+    with run_server(handler, ServerLimits(header_timeout=0.5)) as running, running.connect() as slow:
+        slow.sendall(b"GET /bytes HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        for _ in range(5):
+            answer = exchange(running, request_bytes("GET", "/bytes"))
+            assert answer is not None and answer.body == b"hello world"
+        slow.sendall(b"a")
+        assert AnswerReader(slow).at_eof()  # closed without an answer (never 408)
 
 
 def test_silent_connection_is_closed_after_the_header_deadline(handler: SampleHandler) -> None:
@@ -252,8 +251,6 @@ def test_connections_past_the_maximum_get_a_quick_503(handler: SampleHandler) ->
 
 def _retry_until_served(running: RunningServer, attempts: int = 50) -> object:
     """Once the held connections are gone the server has room again (it notices their EOF)."""
-    import time
-
     for _ in range(attempts):
         answer = exchange(running, request_bytes("GET", "/bytes"))
         if answer is not None and answer.status == 200:
