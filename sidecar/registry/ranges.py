@@ -47,9 +47,9 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
             raise Unsatisfiable(header)
         return ByteRange(max(0, size - suffix), size - 1)
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # invalid per RFC 9110: ignore the header
     if start >= size:
         raise Unsatisfiable(header)
+    end = int(last) if last else size - 1
     return ByteRange(start, min(end, size - 1))
