@@ -14,8 +14,7 @@ COPY sidecar ./sidecar
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/lokal \
  && /opt/lokal/bin/pip install --only-binary=:all: /wheels/lokal-*.whl \
- && /opt/lokal/bin/pip uninstall -y pip setuptools \
- && find /opt/lokal -name '__pycache__' -path '*/pip/*' -prune -exec rm -rf {} +
+ && /opt/lokal/bin/pip uninstall -y pip setuptools
 
 # Stage 2: the runtime. Only the virtualenv is copied; it links to this same base image's interpreter.
 FROM ${PYTHON_IMAGE}
