@@ -73,6 +73,7 @@ class NodeReflector:
         self._stop = threading.Event()
         self.stopped = threading.Event()  # set when run() has returned
         self._failing_since: float | None = None
+        self._resource_version: str | None = None  # None: list first
         self.lists = 0  # how many lists were made (for tests and `lokal status`)
 
     # -- the own node, before the watch ---------------------------------------------------------------
@@ -119,27 +120,27 @@ class NodeReflector:
         self._api.abort()
 
     def _loop(self) -> None:
-        resource_version: str | None = None  # None: list first
         first = True
         expired_in_a_row = 0  # a watch from a fresh list that expires again must not relist in a hot loop
         while not self._stop.is_set():
             try:
+                resource_version = self._resource_version
                 if resource_version is None:
                     resource_version = self._list(first)
                     first = False
-                end, resource_version = self._watch(resource_version)
+                end = self._watch(resource_version)
                 expired_in_a_row = expired_in_a_row + 1 if end is _WatchEnd.EXPIRED else 0
             except ApiError as error:
                 if error.status != 410:
-                    self._failed(error, "list" if resource_version is None else "watch")
+                    self._failed(error, "list" if self._resource_version is None else "watch")
                     continue
                 expired_in_a_row += 1
             except ApiUnavailable as error:
-                self._failed(error, "list" if resource_version is None else "watch")
+                self._failed(error, "list" if self._resource_version is None else "watch")
                 continue
             if expired_in_a_row:
                 log_event(self._log, "node_watch_expired", logging.INFO, action="relist")
-                resource_version = None
+                self._resource_version = None
                 if expired_in_a_row > 1:
                     self._failed(ApiError(410, "expired again right after a list"), "watch")
 
@@ -149,9 +150,12 @@ class NodeReflector:
         self._healthy()
         if self._cache.replace(items) or first:
             self._emit()
+        self._resource_version = resource_version
         return resource_version
 
-    def _watch(self, resource_version: str) -> tuple[_WatchEnd, str]:
+    def _watch(self, resource_version: str) -> _WatchEnd:
+        """Watch until the server ends it. Every event moves `_resource_version` at once, so that a watch
+        cut mid-stream resumes exactly after the last event seen: no duplicate, no gap."""
         timeout = self._rng.uniform(self._timings.watch_timeout_min_s, self._timings.watch_timeout_max_s)
         started = self._clock()
         received = 0
@@ -165,16 +169,16 @@ class NodeReflector:
                 continue
             if kind == "ERROR":
                 if obj.get("code") == 410:
-                    return _WatchEnd.EXPIRED, resource_version
+                    return _WatchEnd.EXPIRED
                 raise ApiError(int(obj.get("code") or 0), str(obj.get("message", "watch ERROR event")))
-            resource_version = _resource_version(obj) or resource_version
             if received == 1:
                 self._healthy()
             if kind in ("ADDED", "MODIFIED", "DELETED") and self._cache.apply(kind, obj):
                 self._emit()
+            self._resource_version = _resource_version(obj) or self._resource_version
         if not received and self._clock() - started < self._timings.short_watch_s and not self._stop.is_set():
             raise ApiError(0, "the watch ended at once without an event")
-        return _WatchEnd.TIMED_OUT, resource_version
+        return _WatchEnd.TIMED_OUT
 
     # -- helpers --------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,7 @@ class MembershipSource:
         self._changed_event: anyio.Event | None = None  # created on the event loop, on first use
         self._finished = False
         self._reflector: NodeReflector | None = None
+        self._worker_done = threading.Event()
 
     @property
     def current(self) -> Membership | None:
@@ -129,6 +131,10 @@ class MembershipSource:
                 raise RuntimeError("the membership source has stopped")
             await self._changed.wait()
 
+    def wait_stopped(self, timeout: float) -> bool:
+        """Block this (non-event-loop) thread until the worker thread has ended; False on timeout."""
+        return self._worker_done.wait(timeout)
+
     # -- worker thread --------------------------------------------------------------------------------
 
     def _work_in_thread(self) -> None:
@@ -165,6 +171,7 @@ class MembershipSource:
             reflector.run()
         finally:
             api.close()
+            self._worker_done.set()
 
     def _publish_from_thread(self, membership: Membership) -> None:
         try:

@@ -321,7 +321,9 @@ class FakeApiServer:
         server_class = _IPv6Server if ":" in self._host else _Server
         self._server = server_class((self._host, self._port), _Handler)
         self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-apiserver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-apiserver", daemon=True
+        )
         self._thread.start()
         return self
 
