@@ -81,8 +81,17 @@ class HttpConnection:
             await self._serve_cycles()
         except _Close:
             linger = True
-        except (OSError, TimeoutError, h11.LocalProtocolError):
+        except (OSError, TimeoutError, h11.ProtocolError):
             pass  # the client went away, stalled, or a body broke mid-way: nothing more to say
+        except Exception as exc:  # a bug here must cost one connection, never the server
+            log_event(
+                self._logger,
+                "http_connection_error",
+                logging.ERROR,
+                client=self._client[0],
+                error_type=type(exc).__name__,
+                error=str(exc),
+            )
         finally:
             await self._close(linger)
 
@@ -197,7 +206,12 @@ class HttpConnection:
         parts: list[bytes] = []
         size = 0
         while True:
-            event = conn.next_event()
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:  # bad chunked framing, or the client quit mid-body
+                if not self._peer_closed():
+                    await self._send_canned(exc.error_status_hint, str(exc))
+                raise _Close from exc
             if event is h11.NEED_DATA:
                 conn.receive_data(await sockio.recv_until(self._sock, deadline))
             elif isinstance(event, h11.Data):

@@ -191,6 +191,7 @@ class AnswerReader:
         conn = h11.Connection(h11.CLIENT)
         conn.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
         conn.send(h11.EndOfMessage())
+        got_bytes = bool(self.leftover)
         if self.leftover:  # (receive_data(b"") would mean end of stream)
             conn.receive_data(self.leftover)
         self.leftover = b""
@@ -202,15 +203,20 @@ class AnswerReader:
             except h11.RemoteProtocolError:
                 if head is not None and self.eof:
                     raise TruncatedAnswer(head.status_code, bytes(body)) from None
+                if head is None and self.eof and not got_bytes:
+                    return None  # closed cleanly before any byte of an answer
                 raise
             if event is h11.NEED_DATA:
                 if self.eof:
                     conn.receive_data(b"")
                     continue
                 data = self.sock.recv(65536)
+                got_bytes = got_bytes or bool(data)
                 if not data:
                     self.eof = True
                 conn.receive_data(data)
+            elif isinstance(event, h11.InformationalResponse):
+                got_bytes = False  # a complete interim answer (100 Continue); the final one may not come
             elif isinstance(event, h11.Response):
                 head = event
             elif isinstance(event, h11.Data):

@@ -267,3 +267,21 @@ def test_client_that_closes_mid_answer_does_not_hurt_the_server(server: RunningS
     sock.close()
     answer = exchange(server, request_bytes("GET", "/bytes"))
     assert answer is not None and answer.status == 200
+
+
+def test_client_quitting_mid_request_body_does_not_hurt_the_server(server: RunningServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
+        sock.shutdown(socket.SHUT_WR)
+        assert AnswerReader(sock).read() is None
+    answer = exchange(server, request_bytes("GET", "/bytes"))
+    assert answer is not None and answer.status == 200
+
+
+def test_bad_chunked_request_body_gets_400_and_close(server: RunningServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n")
+        reader = AnswerReader(sock)
+        answer = reader.read()
+        assert answer is not None and answer.status == 400
+        assert reader.at_eof()

@@ -1,0 +1,116 @@
+"""The pure parts: request targets, queries, response framing, canned answers, limits."""
+
+from __future__ import annotations
+
+import h11
+import pytest
+
+from sidecar.http import FileBody, Request, Response, ServerLimits, StreamBody
+from sidecar.http.framing import canned_response, error_response, response_headers
+from sidecar.http.messages import parse_query, split_target
+
+
+def _stream(length: int | None) -> StreamBody:
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b""
+
+    return StreamBody(chunks(), length)
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/v2/", ("/v2/", "")),
+        ("/v2/a/blobs/sha256:ab?ns=docker.io", ("/v2/a/blobs/sha256:ab", "ns=docker.io")),
+        ("/p?a=1?b=2", ("/p", "a=1?b=2")),
+        ("http://host:5000/v2/x?ns=q", ("/v2/x", "ns=q")),
+        ("http://host:5000", ("/", "")),
+        ("http://host?x=1", ("/", "x=1")),
+        ("*", ("*", "")),
+    ],
+)
+def test_split_target_gives_raw_path_and_query(target: str, expected: tuple[str, str]) -> None:
+    assert split_target(target) == expected
+
+
+def test_query_keeps_repeated_and_blank_values() -> None:
+    assert parse_query("ns=docker.io&a=1&a=2&b=") == {"ns": ["docker.io"], "a": ["1", "2"], "b": [""]}
+    assert parse_query("") == {}
+    assert parse_query("bad=%zz%ff") == {"bad": ["%zz\ufffd"]}
+
+
+def test_request_path_stays_raw_and_decoding_is_explicit() -> None:
+    request = Request("GET", "/a%2Fb?x=%20", "/a%2Fb", "x=%20", [("range", "bytes=0-")], "1.1", ("::1", 1))
+    assert request.path == "/a%2Fb"
+    assert request.decoded_path() == "/a/b"
+    assert request.query == {"x": [" "]}
+    assert request.header("Range") == "bytes=0-"
+    assert request.header("missing") is None
+
+
+def test_get_content_length_comes_from_the_body_not_the_handler() -> None:
+    response = Response(200, [("Content-Length", "999"), ("x-a", "1")], b"abc")
+    assert response_headers(response, is_head=False, closing=False) == [("x-a", "1"), ("content-length", "3")]
+
+
+def test_head_keeps_the_handler_content_length() -> None:
+    response = Response(200, [("content-length", "12345")], b"")
+    assert response_headers(response, is_head=True, closing=False) == [("content-length", "12345")]
+
+
+def test_head_without_a_handler_length_uses_the_body_length() -> None:
+    response = Response(200, [], FileBody(fd=-1, offset=0, length=77))
+    assert response_headers(response, is_head=True, closing=False) == [("content-length", "77")]
+
+
+def test_stream_of_unknown_length_gets_no_content_length() -> None:
+    assert response_headers(Response(200, [], _stream(None)), is_head=False, closing=False) == []
+    assert response_headers(Response(200, [], _stream(5)), is_head=False, closing=False) == [
+        ("content-length", "5")
+    ]
+
+
+def test_no_content_answers_never_get_a_content_length() -> None:
+    assert response_headers(Response(304, [("content-length", "3")]), is_head=False, closing=False) == []
+
+
+def test_closing_adds_connection_close() -> None:
+    assert ("connection", "close") in response_headers(Response(200), is_head=False, closing=True)
+
+
+def test_transfer_encoding_from_a_handler_is_dropped() -> None:
+    response = Response(200, [("Transfer-Encoding", "chunked")], b"x")
+    assert response_headers(response, is_head=False, closing=False) == [("content-length", "1")]
+
+
+@pytest.mark.parametrize("status", [400, 431, 503, 599])
+def test_canned_answers_are_complete_http_responses(status: int) -> None:
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(canned_response(status))
+    head = conn.next_event()
+    assert isinstance(head, h11.Response) and head.status_code == status
+    assert (b"connection", b"close") in list(head.headers)
+    assert isinstance(conn.next_event(), h11.Data)
+    assert isinstance(conn.next_event(), h11.EndOfMessage)
+
+
+def test_error_response_is_short_text() -> None:
+    response = error_response(404)
+    assert response.body == b"Not Found\n"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_header_bytes", 0), ("header_timeout", -1.0), ("max_connections", 2.5), ("drain_timeout", "5")],
+)
+def test_bad_limits_are_refused_with_the_field_name(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        ServerLimits(**{field: value})  # type: ignore[arg-type]
+
+
+def test_default_limits_are_the_documented_ones() -> None:
+    limits = ServerLimits()
+    assert limits.max_header_bytes == 16 * 1024
+    assert limits.header_timeout == 10.0
