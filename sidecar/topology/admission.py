@@ -29,8 +29,9 @@ class Admission:
 
 def normalize_address(source: str) -> str | None:
     """The canonical text of an IP address (zone id dropped, IPv4-mapped unwrapped), or None if not an IP."""
+    text = source[1:-1] if source.startswith("[") and source.endswith("]") else source
     try:
-        ip = ipaddress.ip_address(source.split("%", 1)[0].strip("[]"))
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
