@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import h11
 import pytest
-from conftest import AnswerReader, RunningServer, SampleHandler, exchange, request_bytes, run_server
+from http_support import AnswerReader, RunningServer, SampleHandler, exchange, request_bytes, run_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ import socket
 import time
 
 import pytest
-from conftest import (
+from http_support import (
     FILE_SIZE,
     AnswerReader,
     RunningServer,

@@ -6,7 +6,7 @@ import socket
 import threading
 
 import pytest
-from conftest import AnswerReader, SampleHandler, request_bytes, run_server
+from http_support import AnswerReader, SampleHandler, request_bytes, run_server
 
 from sidecar.http import ServerLimits
 
