@@ -1,23 +1,37 @@
-"""`lokal serve`: assemble the store, the registry endpoint and the HTTP server, and run them until
-SIGTERM, which drains in-flight responses (bounded) and exits 0.
+"""`lokal serve`: assemble the store, the registry endpoint, discovery, the index and the relay, and run
+them until SIGTERM, which drains in-flight responses (bounded) and exits 0.
 
 Rules:
 - Startup logs one `config` line with the effective settings; nothing secret is in it.
 - The parts are built here and nowhere else; each part takes plain values, never the settings dict.
+- Order matters: the store's change stream is subscribed before the first advertise, and the server
+  listens before this node advertises, so a peer that learns of us can already fetch.
 """
 
 from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
+from sidecar.cluster import ClusterConfig, Membership, MembershipSource
 from sidecar.containerd import ContainerdStore, Store
 from sidecar.http import HttpServer, ServerLimits
+from sidecar.http.client import PeerClient
 from sidecar.logs import get_logger, log_event
 from sidecar.registry import RegistryHandler, Relay, RouteConfig
+from sidecar.registry.peerstats import PeerBook
+from sidecar.registry.relay import PeerRelay
+from sidecar.routing.http_endpoint import peer_endpoint
+from sidecar.routing.http_transport import HttpPeerTransport
+from sidecar.routing.router import OneHopRouter, RoutingSettings
+from sidecar.topology.admission import admit_request
+from sidecar.topology.modes import CrossRegion, TopologyMode
+from sidecar.topology.policy import TopologyPolicy
 
 log = get_logger("serve")
 
@@ -29,7 +43,15 @@ class Node:
     store: Store
     handler: RegistryHandler
     server: HttpServer
+    policy: TopologyPolicy
     settings: dict[str, Any] = field(default_factory=dict)
+    membership: Membership | None = None
+    source: MembershipSource | None = None
+    router: OneHopRouter | None = None
+    book: PeerBook = field(default_factory=PeerBook)
+
+    def current_membership(self) -> Membership | None:
+        return self.source.current if self.source is not None else self.membership
 
 
 def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
@@ -44,6 +66,11 @@ def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
         resolve_tags=settings["resolve_tags"],
         resolve_latest=settings["resolve_latest"],
     )
+    policy = TopologyPolicy(
+        mode=TopologyMode(settings["topology_mode"]),
+        cross_region=CrossRegion(settings["cross_region"]),
+        allow_unknown_clients=settings["allow_unknown_clients"],
+    )
     handler = RegistryHandler(store, routes, Relay(), readiness=_readiness(store))
     limits = ServerLimits(
         header_timeout=settings["header_timeout"],
@@ -51,7 +78,29 @@ def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
         max_connections=settings["max_connections"],
         drain_timeout=settings["drain_timeout"],
     )
-    return Node(store, handler, HttpServer(handler, limits), settings)
+    node = Node(store, handler, HttpServer(handler, limits), policy, settings)
+    if settings["discovery"] == "none":
+        # Single-node mode: no peers, so only loopback (or, if allowed, anyone) may pull.
+        node.membership = Membership.of(settings["node_name"] or "local", [])
+    else:
+        node.source = MembershipSource(
+            ClusterConfig(
+                node_name=settings["node_name"] or "",
+                kubeconfig=Path(settings["kubeconfig"]) if settings["kubeconfig"] else None,
+                topology_mode=policy.mode,
+            )
+        )
+    handler.admit = _admission(node)
+    return node
+
+
+def _admission(node: Node):  # type: ignore[no-untyped-def]
+    def admit(client: str) -> tuple[bool, str]:
+        membership = node.current_membership() or Membership.of("local", [])
+        verdict = admit_request(client, membership, node.policy)
+        return verdict.allowed, verdict.reason
+
+    return admit
 
 
 def _readiness(store: Store):  # type: ignore[no-untyped-def]
@@ -68,14 +117,20 @@ def _readiness(store: Store):  # type: ignore[no-untyped-def]
     return check
 
 
-async def run_node(node: Node) -> None:
+async def run_node(
+    node: Node, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     settings = node.settings
     log_event(log, "config", **{k: v for k, v in settings.items() if v is not None})
-    async with anyio.create_task_group() as tg:
+    async with PeerClient() as client, anyio.create_task_group() as tg:
         run = getattr(node.store, "run", None)
         if run is not None:
             await tg.start(run)
+        changes = node.store.subscribe()
         await tg.start(node.server.serve, settings["listen"])
+        if node.source is not None:
+            await _start_peering(node, client, tg, changes)
+        task_status.started()
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 log_event(log, "shutdown", signal=signal.Signals(signum).name)
@@ -86,3 +141,40 @@ async def run_node(node: Node) -> None:
     if close is not None:
         await close()
     log_event(log, "stopped")
+
+
+async def _start_peering(node: Node, client: PeerClient, tg: TaskGroup, changes: Any) -> None:
+    """Discovery, the one-hop index and the relay; returns once the first advertise is under way."""
+    assert node.source is not None
+    source = node.source
+    settings = node.settings
+    port = settings["listen"][1]
+    membership: Membership = await tg.start(source.run)
+    router = OneHopRouter(
+        membership,
+        HttpPeerTransport(client, port),
+        RoutingSettings(advertise_interval=settings["advertise_interval"]),
+    )
+    node.router = router
+    node.handler.peer_handler = peer_endpoint(lambda: router.service)  # type: ignore[assignment]
+    node.handler.relay = PeerRelay(router, node.current_membership, node.policy, client, port, node.book)
+
+    async def advertise_local_content() -> None:
+        await router.start(node.store.keys())
+        async for change in changes:
+            if change.added:
+                await router.advertise(change.added)
+            if change.removed:
+                await router.withdraw(change.removed)
+
+    async def follow_membership() -> None:
+        first = True
+        async for current, _change in source.subscribe():
+            if first:  # the subscription opens with the state the router was built from
+                first = False
+                continue
+            await router.membership_changed(current)
+
+    tg.start_soon(advertise_local_content)
+    tg.start_soon(router.run)
+    tg.start_soon(follow_membership)

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sidecar.containerd import ConfigError, check_socket_setting
     from sidecar.hosts.settings import SettingError
-    from sidecar.logs import setup_logging
+    from sidecar.logs import get_logger, log_event, setup_logging
     from sidecar.serve import build_node, run_node
 
     try:
@@ -39,5 +39,20 @@ def run(args: argparse.Namespace) -> int:
         # Built inside the event loop: grpc.aio channels belong to the loop they are made in.
         await run_node(build_node(settings))
 
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    except (ValueError, PermissionError, BaseExceptionGroup) as exc:
+        errors = _config_errors(exc)
+        if not errors:
+            raise
+        for error in errors:  # configuration errors name their setting
+            log_event(get_logger("serve"), "configuration_error", level=40, error=str(error))
+            print(f"lokal serve: {error}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _config_errors(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [e for sub in exc.exceptions for e in _config_errors(sub)]
+    return [exc] if isinstance(exc, ValueError | PermissionError) else []

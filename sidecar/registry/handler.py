@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from sidecar.containerd import FileBlob, OpenBlob, Store, StoreUnavailable
 from sidecar.http.messages import FileBody, Request, Response, StreamBody
+from sidecar.logs import log_event
 from sidecar.oci import Digest, ErrorCode, error_body
-from sidecar.registry.pulls import PullRecord
+from sidecar.registry.pulls import PullRecord, log
 from sidecar.registry.ranges import ByteRange, Unsatisfiable, parse_range
 from sidecar.registry.routes import (
     BlobRequest,
@@ -37,6 +38,8 @@ API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
 PeerHandler = Callable[[Request, str], Awaitable[Response]]
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, dict[str, object]]]]
+# Who may pull: the client's address -> (allowed, reason).
+Admission = Callable[[str], tuple[bool, str]]
 
 
 class Relay:
@@ -56,6 +59,7 @@ class RegistryHandler:
     relay: Relay
     peer_handler: PeerHandler | None = None
     readiness: ReadinessCheck | None = None
+    admit: Admission | None = None
 
     async def __call__(self, request: Request) -> Response:
         plan = plan_request(request.method, request.path, request.query, self.routes)
@@ -69,6 +73,11 @@ class RegistryHandler:
             if self.peer_handler is None:
                 return oci_error(404, ErrorCode.UNSUPPORTED, "peer protocol is off (--discovery none)")
             return await self.peer_handler(request, plan.path)
+        if self.admit is not None:
+            allowed, reason = self.admit(request.client[0])
+            if not allowed:
+                log_event(log, "refused", client=request.client[0], path=request.path[:200], reason=reason)
+                return oci_error(403, ErrorCode.DENIED, reason)
         return await self._pull(request, plan)
 
     async def _health(self, plan: Health) -> Response:

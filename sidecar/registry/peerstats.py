@@ -1,0 +1,59 @@
+"""What this node measured about each peer: throughput, transfers in flight, last failure, and the
+time to headers that the hedge deadline adapts to. Fed by the relay; read by the topology ranking."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from sidecar.topology.policy import PeerStats
+
+EWMA = 0.3
+
+
+@dataclass
+class PeerBook:
+    clock: Callable[[], float] = time.monotonic
+    _throughput: dict[str, float] = field(default_factory=dict)
+    _in_flight: dict[str, int] = field(default_factory=dict)
+    _failed_at: dict[str, float] = field(default_factory=dict)
+    _headers_s: float | None = None
+    marked_bad: int = 0
+
+    def snapshot(self) -> Mapping[str, PeerStats]:
+        names = set(self._throughput) | set(self._in_flight) | set(self._failed_at)
+        return {
+            name: PeerStats(
+                self._throughput.get(name), self._in_flight.get(name, 0), self._failed_at.get(name)
+            )
+            for name in names
+        }
+
+    def started(self, name: str) -> None:
+        self._in_flight[name] = self._in_flight.get(name, 0) + 1
+
+    def ended(self, name: str) -> None:
+        self._in_flight[name] = max(0, self._in_flight.get(name, 0) - 1)
+
+    def headers_after(self, seconds: float) -> None:
+        previous = self._headers_s
+        self._headers_s = seconds if previous is None else previous + EWMA * (seconds - previous)
+
+    def transferred(self, name: str, size: int, seconds: float) -> None:
+        if size < 256 * 1024 or seconds <= 0:
+            return  # small bodies measure latency, not throughput
+        rate = size / seconds
+        previous = self._throughput.get(name)
+        self._throughput[name] = rate if previous is None else previous + EWMA * (rate - previous)
+
+    def failed(self, name: str, *, bad: bool = False) -> None:
+        self._failed_at[name] = self.clock()
+        if bad:
+            self.marked_bad += 1
+
+    def hedge_delay(self, floor: float = 0.05, ceiling: float = 1.0, default: float = 0.25) -> float:
+        """How long to wait for a provider's headers before asking the next one too."""
+        if self._headers_s is None:
+            return default
+        return min(ceiling, max(floor, 4 * self._headers_s))

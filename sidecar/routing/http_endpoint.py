@@ -1,0 +1,44 @@
+"""The peer protocol's HTTP face: `POST /_lokal/v1/{advertise,lookup}` onto the holder-side service.
+
+Status codes: 200 with the reply; 400 malformed; 413 too large; 403 not a member (the sender is known
+only by its source address); 405 for another method; 404 for another path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sidecar.http.messages import Request, Response
+from sidecar.oci import ErrorCode, error_body
+from sidecar.routing.protocol import CONTENT_TYPE, ProtocolError
+from sidecar.routing.service import IndexService, NotAMember
+from sidecar.topology.admission import normalize_address
+
+
+def peer_endpoint(
+    service: Callable[[], IndexService], clock: Callable[[], float] = time.monotonic
+) -> Callable[[Request, str], object]:
+    async def handle(request: Request, path: str) -> Response:
+        if path not in ("advertise", "lookup"):
+            return _error(404, ErrorCode.UNSUPPORTED, f"unknown peer call {path[:40]!r}")
+        if request.method != "POST":
+            return _error(405, ErrorCode.UNSUPPORTED, "peer calls are POST")
+        source = normalize_address(request.client[0]) or ""
+        index = service()
+        try:
+            if path == "advertise":
+                reply = index.handle_advertise(source, request.body, clock())
+            else:
+                reply = index.handle_lookup(source, request.body, clock())
+        except NotAMember as exc:
+            return _error(403, ErrorCode.DENIED, str(exc))
+        except ProtocolError as exc:
+            return _error(exc.status, ErrorCode.UNSUPPORTED, str(exc))
+        return Response(200, [("Content-Type", CONTENT_TYPE)], reply)
+
+    return handle
+
+
+def _error(status: int, code: ErrorCode, message: str) -> Response:
+    return Response(status, [("Content-Type", "application/json")], error_body(code, message))

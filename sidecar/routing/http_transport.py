@@ -1,0 +1,75 @@
+"""`PeerTransport` over HTTP: the protocol's encodings POSTed to `http://<InternalIP>:<port>/_lokal/v1/`.
+
+Every failure (refused, reset, timeout, non-200, undecodable) becomes `PeerUnavailable`, so the lookup
+and the advertiser never see transport details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from sidecar.cluster.model import Peer
+from sidecar.http.client import PeerClient, PeerHttpError
+from sidecar.routing.protocol import (
+    ADVERTISE_PATH,
+    LOOKUP_PATH,
+    AdvertiseReply,
+    AdvertiseRequest,
+    LookupReply,
+    LookupRequest,
+    ProtocolError,
+    decode_advertise_reply,
+    decode_lookup_reply,
+    encode_advertise,
+    encode_lookup,
+)
+from sidecar.routing.transport import PeerUnavailable
+
+T = TypeVar("T")
+
+
+class HttpPeerTransport:
+    def __init__(
+        self,
+        client: PeerClient,
+        port: int,
+        *,
+        lookup_timeout: float = 0.5,
+        advertise_timeout: float = 10.0,
+        extra_headers: Callable[[], list[tuple[str, str]]] = list,
+    ) -> None:
+        self.client = client
+        self.port = port
+        self.lookup_timeout = lookup_timeout
+        self.advertise_timeout = advertise_timeout
+        self.extra_headers = extra_headers
+
+    async def advertise(self, peer: Peer, request: AdvertiseRequest) -> AdvertiseReply:
+        body = await self._post(peer, ADVERTISE_PATH, encode_advertise(request), self.advertise_timeout)
+        return _decoded(peer, decode_advertise_reply, body)
+
+    async def lookup(self, peer: Peer, request: LookupRequest) -> LookupReply:
+        body = await self._post(peer, LOOKUP_PATH, encode_lookup(request), self.lookup_timeout)
+        return _decoded(peer, decode_lookup_reply, body)
+
+    async def _post(self, peer: Peer, path: str, body: bytes, limit_s: float) -> bytes:
+        if not peer.address:
+            raise PeerUnavailable(f"{peer.name} has no address")
+        try:
+            response = await self.client.post(
+                peer.address, self.port, path, body, self.extra_headers(),
+                connect_timeout=min(limit_s, 2.0), total_timeout=limit_s,
+            )
+        except PeerHttpError as exc:
+            raise PeerUnavailable(f"{peer.name} ({peer.address}): {exc}") from exc
+        if response.status != 200:
+            raise PeerUnavailable(f"{peer.name} answered {response.status}")
+        return response.body
+
+
+def _decoded(peer: Peer, decode: Callable[[bytes], T], body: bytes) -> T:
+    try:
+        return decode(body)
+    except ProtocolError as exc:
+        raise PeerUnavailable(f"{peer.name} sent an invalid reply: {exc}") from exc
