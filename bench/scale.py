@@ -30,8 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sidecar.cluster.model import Membership, Peer  # noqa: E402
-from sidecar.routing import (  # noqa: E402
+from sidecar.cluster.model import Membership, Peer
+from sidecar.routing import (
     Advertiser,
     HolderStore,
     IndexService,
@@ -104,7 +104,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
-async def simulate_region(
+async def simulate_region(  # noqa: PLR0915 (one linear scenario, read top to bottom)
     region: str, index: int, nodes: int, catalogue: Catalogue, args: argparse.Namespace, rng: random.Random
 ) -> dict[str, Any]:
     timings: dict[str, float] = {}
