@@ -73,6 +73,9 @@ class KubernetesNodeApi:
         except (config.ConfigException, OSError, ValueError, TypeError) as error:
             where = f"--kubeconfig {kubeconfig}" if kubeconfig else "in-cluster config (no --kubeconfig)"
             raise ClusterConfigError(f"{where}: {error}") from error
+        # No urllib3 retries: a hanging request would be retried silently (4 x the read timeout); the
+        # reflector owns retrying, with backoff and a log line per failure.
+        configuration.retries = False
         self._client = client.ApiClient(configuration)
         self._core = client.CoreV1Api(self._client)
         self._timings = timings

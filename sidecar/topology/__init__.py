@@ -12,7 +12,7 @@ from sidecar.topology.policy import (
     tier_of,
 )
 from sidecar.topology.tiers import PEER_TIER_ORDER, Tier
-from sidecar.topology.validation import TopologyConfigError, validate_own_node
+from sidecar.topology.validation import TopologyConfigError, policy_warnings, validate_own_node
 
 __all__ = [
     "PEER_TIER_ORDER",
@@ -28,6 +28,7 @@ __all__ = [
     "admit_request",
     "eligibility",
     "normalize_address",
+    "policy_warnings",
     "rank_providers",
     "tier_of",
     "validate_own_node",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sidecar.cluster.model import Peer
 from sidecar.topology.modes import LEGACY_REGION_LABEL, REGION_LABEL, TopologyMode
+from sidecar.topology.policy import TopologyPolicy
 
 
 class TopologyConfigError(ValueError):
@@ -24,3 +25,14 @@ def validate_own_node(mode: TopologyMode, me: Peer) -> None:
             f"(or the deprecated {LEGACY_REGION_LABEL}), but it has none: label the node, or use "
             "--topology-mode prefer"
         )
+
+
+def policy_warnings(policy: TopologyPolicy) -> list[str]:
+    """Combinations that work but may surprise: `lokal serve` logs each at startup."""
+    warnings = []
+    if policy.mode is TopologyMode.ISOLATE and policy.allow_unknown_clients:
+        warnings.append(
+            "--allow-unknown-clients with --topology-mode isolate: other regions are never listed, so their "
+            "nodes look unknown and will be served"
+        )
+    return warnings
