@@ -157,7 +157,10 @@ async def _start_peering(node: Node, client: PeerClient, tg: TaskGroup, changes:
     )
     node.router = router
     node.handler.peer_handler = peer_endpoint(lambda: router.service)  # type: ignore[assignment]
-    node.handler.relay = PeerRelay(router, node.current_membership, node.policy, client, port, node.book)
+    node.handler.relay = PeerRelay(
+        router, node.current_membership, node.policy, client, port, node.book,
+        on_mismatch=node.store.abort_ingests,
+    )
 
     async def advertise_local_content() -> None:
         await router.start(node.store.keys())

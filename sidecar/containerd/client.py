@@ -130,6 +130,23 @@ class ContainerdClient:
             raise _unavailable(exc) from None
         return [(image.name, image.target.digest) for image in response.images]
 
+    async def abort_ingests(self, digest: Digest) -> int:
+        """Drop every in-progress ingest that expects `digest`; returns how many were dropped."""
+        try:
+            response = await self._content.ListStatuses(
+                content_pb2.ListStatusesRequest(), metadata=self._metadata, timeout=CALL_TIMEOUT
+            )
+            refs = [status.ref for status in response.statuses if status.expected == str(digest)]
+            for ref in refs:
+                await self._content.Abort(
+                    content_pb2.AbortRequest(ref=ref), metadata=self._metadata, timeout=CALL_TIMEOUT
+                )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return 0
+            raise _unavailable(exc) from None
+        return len(refs)
+
     def subscribe(self, topics: list[str]) -> grpc.aio.UnaryStreamCall:
         """The event stream of this namespace, for the given topics."""
         topic_filter = "|".join(topics)

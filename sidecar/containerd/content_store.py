@@ -150,6 +150,9 @@ class ContainerdStore:
     def keys(self) -> frozenset[str]:
         return self._index
 
+    async def abort_ingests(self, digest: Digest) -> int:
+        return await self._client.abort_ingests(digest)
+
     def subscribe(self) -> MemoryObjectReceiveStream[KeyChange]:
         return self._changes.subscribe()
 

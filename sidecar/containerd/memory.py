@@ -35,6 +35,7 @@ class MemoryStore:
         self._index: frozenset[str] = frozenset()
         self._changes = ChangeBroadcast()
         self.available = True
+        self.aborted: list[Digest] = []  # abort_ingests calls, for tests
 
     # -- test set-up -------------------------------------------------------------------------------
 
@@ -93,6 +94,10 @@ class MemoryStore:
 
     def keys(self) -> frozenset[str]:
         return self._index
+
+    async def abort_ingests(self, digest: Digest) -> int:
+        self.aborted.append(digest)
+        return 0
 
     def subscribe(self) -> MemoryObjectReceiveStream[KeyChange]:
         return self._changes.subscribe()

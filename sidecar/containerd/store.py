@@ -98,6 +98,10 @@ class Store(Protocol):
     def keys(self) -> frozenset[str]:
         """The current index, without I/O."""
 
+    async def abort_ingests(self, digest: Digest) -> int:
+        """Discard in-progress downloads of `digest` (a relay fed them bytes that failed verification:
+        containerd would otherwise resume on top of them and never commit). Returns how many."""
+
     def subscribe(self) -> MemoryObjectReceiveStream[KeyChange]:
         """A stream of index changes; close it to unsubscribe."""
 

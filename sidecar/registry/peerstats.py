@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from sidecar.topology.policy import PeerStats
 
 EWMA = 0.3
+BAD_PEER_QUARANTINE_S = 300.0  # a peer that sent bytes failing their digest is not asked for this long
 
 
 @dataclass
@@ -18,6 +19,7 @@ class PeerBook:
     _throughput: dict[str, float] = field(default_factory=dict)
     _in_flight: dict[str, int] = field(default_factory=dict)
     _failed_at: dict[str, float] = field(default_factory=dict)
+    _bad_until: dict[str, float] = field(default_factory=dict)
     _headers_s: float | None = None
     marked_bad: int = 0
 
@@ -48,9 +50,15 @@ class PeerBook:
         self._throughput[name] = rate if previous is None else previous + EWMA * (rate - previous)
 
     def failed(self, name: str, *, bad: bool = False) -> None:
-        self._failed_at[name] = self.clock()
+        now = self.clock()
+        self._failed_at[name] = now
         if bad:
             self.marked_bad += 1
+            self._bad_until[name] = now + BAD_PEER_QUARANTINE_S
+
+    def is_quarantined(self, name: str) -> bool:
+        """Whether `name` recently sent bytes that failed verification (a failure, not just slowness)."""
+        return self._bad_until.get(name, 0.0) > self.clock()
 
     def hedge_delay(self, floor: float = 0.05, ceiling: float = 1.0, default: float = 0.25) -> float:
         """How long to wait for a provider's headers before asking the next one too."""

@@ -7,16 +7,19 @@ Rules:
 - A provider that sends no headers within the hedge delay (adapted to observed latency) gets company: the
   next provider is asked too, and the first to answer wins.
 - A body that breaks off resumes from the next provider with `Range: bytes=N-`.
-- A whole blob is hashed while it streams. The last chunk is held back until the digest matches; on a
-  mismatch the connection is cut (containerd retries with Range) and the peer is marked bad.
+- A whole blob is hashed while it streams. The last chunk is held back until the digest matches, so a
+  wrong body is never complete. On a mismatch the connection is cut, the peer is marked bad, and
+  containerd's ingest of that digest is aborted: it already holds the bad prefix, and containerd would
+  otherwise resume on top of it and never commit. Its next attempt starts clean, without the bad peer.
 - No provider, or none the policy allows: None at once, and the registry answers 404.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -58,6 +61,7 @@ class PeerRelay(Relay):
     client: PeerClient
     port: int
     book: PeerBook
+    on_mismatch: Callable[[Digest], Awaitable[object]] | None = None  # Store.abort_ingests
     headers_timeout: float = 5.0
 
     async def fetch(
@@ -103,6 +107,11 @@ class PeerRelay(Relay):
             scope = "this region" + (" or others" if other_regions else "")
             record.reason = f"no peer in {scope} holds it"
             return []
+        trusted = [peer for peer in candidates if not self.book.is_quarantined(peer.name)]
+        if not trusted:
+            record.reason = "every holder recently sent corrupt data (quarantined)"
+            return []
+        candidates = trusted
         ranked = rank_providers(me, candidates, self.book.snapshot(), self.policy, now=time.monotonic())
         if not ranked:
             refused = {eligibility(me, peer, self.policy).reason for peer in candidates}
@@ -297,6 +306,9 @@ class _RelayBody:
             self.record.extra["digest_mismatch"] = True
             log_event(log, "peer_marked_bad", level=30, peer=self.provider.peer.name,
                       digest=self.digest.short, reason="blob digest mismatch")
+            if self.relay.on_mismatch is not None:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self.relay.on_mismatch(self.digest)
             raise DigestMismatch(f"{self.digest.short} from {self.provider.peer.name} does not match")
         if held:
             yield held

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,containerd/services/content/v1/content.proto\x12\x1e\x63ontainerd.services.content.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x01\n\x04Info\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12@\n\x06labels\x18\x05 \x03(\x0b\x32\x30.containerd.services.content.v1.Info.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0bInfoRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"B\n\x0cInfoResponse\x12\x32\n\x04info\x18\x01 \x01(\x0b\x32$.containerd.services.content.v1.Info\"%\n\x12ListContentRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"I\n\x13ListContentResponse\x12\x32\n\x04info\x18\x01 \x03(\x0b\x32$.containerd.services.content.v1.Info\"B\n\x12ReadContentRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\"3\n\x13ReadContentResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xa6\x01\n\x06Status\x12.\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x06 \x01(\t\"\x1c\n\rStatusRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"H\n\x0eStatusResponse\x12\x36\n\x06status\x18\x01 \x01(\x0b\x32&.containerd.services.content.v1.Status\"&\n\x13ListStatusesRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"P\n\x14ListStatusesResponse\x12\x38\n\x08statuses\x18\x01 \x03(\x0b\x32&.containerd.services.content.v1.Status2\xb6\x04\n\x07\x43ontent\x12\x61\n\x04Info\x12+.containerd.services.content.v1.InfoRequest\x1a,.containerd.services.content.v1.InfoResponse\x12q\n\x04List\x12\x32.containerd.services.content.v1.ListContentRequest\x1a\x33.containerd.services.content.v1.ListContentResponse0\x01\x12q\n\x04Read\x12\x32.containerd.services.content.v1.ReadContentRequest\x1a\x33.containerd.services.content.v1.ReadContentResponse0\x01\x12g\n\x06Status\x12-.containerd.services.content.v1.StatusRequest\x1a..containerd.services.content.v1.StatusResponse\x12y\n\x0cListStatuses\x12\x33.containerd.services.content.v1.ListStatusesRequest\x1a\x34.containerd.services.content.v1.ListStatusesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,containerd/services/content/v1/content.proto\x12\x1e\x63ontainerd.services.content.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x01\n\x04Info\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12@\n\x06labels\x18\x05 \x03(\x0b\x32\x30.containerd.services.content.v1.Info.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0bInfoRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"B\n\x0cInfoResponse\x12\x32\n\x04info\x18\x01 \x01(\x0b\x32$.containerd.services.content.v1.Info\"%\n\x12ListContentRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"I\n\x13ListContentResponse\x12\x32\n\x04info\x18\x01 \x03(\x0b\x32$.containerd.services.content.v1.Info\"B\n\x12ReadContentRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\"3\n\x13ReadContentResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xa6\x01\n\x06Status\x12.\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x06 \x01(\t\"\x1c\n\rStatusRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"H\n\x0eStatusResponse\x12\x36\n\x06status\x18\x01 \x01(\x0b\x32&.containerd.services.content.v1.Status\"&\n\x13ListStatusesRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"P\n\x14ListStatusesResponse\x12\x38\n\x08statuses\x18\x01 \x03(\x0b\x32&.containerd.services.content.v1.Status\"\x1b\n\x0c\x41\x62ortRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t2\x85\x05\n\x07\x43ontent\x12\x61\n\x04Info\x12+.containerd.services.content.v1.InfoRequest\x1a,.containerd.services.content.v1.InfoResponse\x12q\n\x04List\x12\x32.containerd.services.content.v1.ListContentRequest\x1a\x33.containerd.services.content.v1.ListContentResponse0\x01\x12q\n\x04Read\x12\x32.containerd.services.content.v1.ReadContentRequest\x1a\x33.containerd.services.content.v1.ReadContentResponse0\x01\x12g\n\x06Status\x12-.containerd.services.content.v1.StatusRequest\x1a..containerd.services.content.v1.StatusResponse\x12y\n\x0cListStatuses\x12\x33.containerd.services.content.v1.ListStatusesRequest\x1a\x34.containerd.services.content.v1.ListStatusesResponse\x12M\n\x05\x41\x62ort\x12,.containerd.services.content.v1.AbortRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,32 +35,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INFO_LABELSENTRY']._loaded_options = None
   _globals['_INFO_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_INFO']._serialized_start=114
-  _globals['_INFO']._serialized_end=359
-  _globals['_INFO_LABELSENTRY']._serialized_start=314
-  _globals['_INFO_LABELSENTRY']._serialized_end=359
-  _globals['_INFOREQUEST']._serialized_start=361
-  _globals['_INFOREQUEST']._serialized_end=390
-  _globals['_INFORESPONSE']._serialized_start=392
-  _globals['_INFORESPONSE']._serialized_end=458
-  _globals['_LISTCONTENTREQUEST']._serialized_start=460
-  _globals['_LISTCONTENTREQUEST']._serialized_end=497
-  _globals['_LISTCONTENTRESPONSE']._serialized_start=499
-  _globals['_LISTCONTENTRESPONSE']._serialized_end=572
-  _globals['_READCONTENTREQUEST']._serialized_start=574
-  _globals['_READCONTENTREQUEST']._serialized_end=640
-  _globals['_READCONTENTRESPONSE']._serialized_start=642
-  _globals['_READCONTENTRESPONSE']._serialized_end=693
-  _globals['_STATUS']._serialized_start=696
-  _globals['_STATUS']._serialized_end=862
-  _globals['_STATUSREQUEST']._serialized_start=864
-  _globals['_STATUSREQUEST']._serialized_end=892
-  _globals['_STATUSRESPONSE']._serialized_start=894
-  _globals['_STATUSRESPONSE']._serialized_end=966
-  _globals['_LISTSTATUSESREQUEST']._serialized_start=968
-  _globals['_LISTSTATUSESREQUEST']._serialized_end=1006
-  _globals['_LISTSTATUSESRESPONSE']._serialized_start=1008
-  _globals['_LISTSTATUSESRESPONSE']._serialized_end=1088
-  _globals['_CONTENT']._serialized_start=1091
-  _globals['_CONTENT']._serialized_end=1657
+  _globals['_INFO']._serialized_start=143
+  _globals['_INFO']._serialized_end=388
+  _globals['_INFO_LABELSENTRY']._serialized_start=343
+  _globals['_INFO_LABELSENTRY']._serialized_end=388
+  _globals['_INFOREQUEST']._serialized_start=390
+  _globals['_INFOREQUEST']._serialized_end=419
+  _globals['_INFORESPONSE']._serialized_start=421
+  _globals['_INFORESPONSE']._serialized_end=487
+  _globals['_LISTCONTENTREQUEST']._serialized_start=489
+  _globals['_LISTCONTENTREQUEST']._serialized_end=526
+  _globals['_LISTCONTENTRESPONSE']._serialized_start=528
+  _globals['_LISTCONTENTRESPONSE']._serialized_end=601
+  _globals['_READCONTENTREQUEST']._serialized_start=603
+  _globals['_READCONTENTREQUEST']._serialized_end=669
+  _globals['_READCONTENTRESPONSE']._serialized_start=671
+  _globals['_READCONTENTRESPONSE']._serialized_end=722
+  _globals['_STATUS']._serialized_start=725
+  _globals['_STATUS']._serialized_end=891
+  _globals['_STATUSREQUEST']._serialized_start=893
+  _globals['_STATUSREQUEST']._serialized_end=921
+  _globals['_STATUSRESPONSE']._serialized_start=923
+  _globals['_STATUSRESPONSE']._serialized_end=995
+  _globals['_LISTSTATUSESREQUEST']._serialized_start=997
+  _globals['_LISTSTATUSESREQUEST']._serialized_end=1035
+  _globals['_LISTSTATUSESRESPONSE']._serialized_start=1037
+  _globals['_LISTSTATUSESRESPONSE']._serialized_end=1117
+  _globals['_ABORTREQUEST']._serialized_start=1119
+  _globals['_ABORTREQUEST']._serialized_end=1146
+  _globals['_CONTENT']._serialized_start=1149
+  _globals['_CONTENT']._serialized_end=1794
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from sidecar._proto.containerd.services.content.v1 import content_pb2 as _content_pb2
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -38,6 +39,10 @@ class ContentStub:
     Read: _grpc.UnaryStreamMultiCallable[_content_pb2.ReadContentRequest, _content_pb2.ReadContentResponse]
     Status: _grpc.UnaryUnaryMultiCallable[_content_pb2.StatusRequest, _content_pb2.StatusResponse]
     ListStatuses: _grpc.UnaryUnaryMultiCallable[_content_pb2.ListStatusesRequest, _content_pb2.ListStatusesResponse]
+    Abort: _grpc.UnaryUnaryMultiCallable[_content_pb2.AbortRequest, _empty_pb2.Empty]
+    """Abort drops an in-progress ingest. lokal uses it only to discard an ingest that a relay fed with
+    bytes that failed digest verification, so that containerd's next attempt starts clean.
+    """
 
 @_typing.type_check_only
 class ContentAsyncStub(ContentStub):
@@ -49,6 +54,10 @@ class ContentAsyncStub(ContentStub):
     Read: _aio.UnaryStreamMultiCallable[_content_pb2.ReadContentRequest, _content_pb2.ReadContentResponse]  # type: ignore[assignment]
     Status: _aio.UnaryUnaryMultiCallable[_content_pb2.StatusRequest, _content_pb2.StatusResponse]  # type: ignore[assignment]
     ListStatuses: _aio.UnaryUnaryMultiCallable[_content_pb2.ListStatusesRequest, _content_pb2.ListStatusesResponse]  # type: ignore[assignment]
+    Abort: _aio.UnaryUnaryMultiCallable[_content_pb2.AbortRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Abort drops an in-progress ingest. lokal uses it only to discard an ingest that a relay fed with
+    bytes that failed digest verification, so that containerd's next attempt starts clean.
+    """
 
 class ContentServicer(metaclass=_abc_1.ABCMeta):
     """Content is containerd's content store: blobs addressed by digest. lokal only reads."""
@@ -87,5 +96,15 @@ class ContentServicer(metaclass=_abc_1.ABCMeta):
         request: _content_pb2.ListStatusesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_content_pb2.ListStatusesResponse, _abc.Awaitable[_content_pb2.ListStatusesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Abort(
+        self,
+        request: _content_pb2.AbortRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Abort drops an in-progress ingest. lokal uses it only to discard an ingest that a relay fed with
+        bytes that failed digest verification, so that containerd's next attempt starts clean.
+        """
 
 def add_ContentServicer_to_server(servicer: ContentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

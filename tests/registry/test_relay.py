@@ -1,0 +1,179 @@
+"""The relay path between real HTTP servers: providers ranked by topology, hedging, resume, digest
+verification, and the fast miss."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from sidecar.cluster.model import Peer
+from sidecar.containerd import MemoryStore, OpenBlob, StreamBlob
+from sidecar.oci import Digest, digest_of
+from sidecar.topology.modes import CrossRegion, TopologyMode
+from sidecar.topology.policy import TopologyPolicy
+from tests.registry.peers import NS, cluster
+
+pytestmark = pytest.mark.anyio
+
+LAYER = bytes((i * 7) % 251 for i in range(3_000_000))
+LAYER_DIGEST = digest_of(LAYER)
+
+A = Peer("a", "127.0.0.2", "r1", "z1")
+B = Peer("b", "127.0.0.3", "r1", "z1")
+C = Peer("c", "127.0.0.4", "r1", "z2")
+D = Peer("d", "127.0.0.5", "r2", "z3")
+
+
+async def holding(data: bytes = LAYER, store: MemoryStore | None = None) -> MemoryStore:
+    store = store or MemoryStore()
+    digest = store.add_blob(data)
+    # A manifest naming the blob makes it an indexed key, as after a real pull.
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "c", "digest": str(digest), "size": len(data)},
+                           "layers": []}).encode()
+    await store.set_image(f"{NS}/app:v1", store.add_blob(manifest))
+    return store
+
+
+def fetch(address: str, port: int, digest: Digest, headers: dict[str, str] | None = None
+          ) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection(address, port, timeout=30)
+    try:
+        conn.request("GET", f"/v2/app/blobs/{digest}?ns={NS}", headers=headers or {})
+        response = conn.getresponse()
+        try:
+            body = response.read()
+        except http.client.IncompleteRead as exc:
+            body = exc.partial
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+    finally:
+        conn.close()
+
+
+async def get(address: str, port: int, digest: Digest = LAYER_DIGEST, **headers: str
+              ) -> tuple[int, dict[str, str], bytes]:
+    return await anyio.to_thread.run_sync(lambda: fetch(address, port, digest, headers))
+
+
+async def test_a_same_zone_holder_is_preferred_to_an_other_zone_holder() -> None:
+    stores = {"b": await holding(), "c": await holding()}
+    async with cluster([A, B, C, D], stores) as (nodes, port):
+        status, headers, body = await get(A.address or "", port)
+    assert status == 200 and body == LAYER
+    assert nodes["a"].handler.relay.book.snapshot()["b"].throughput_bps  # type: ignore[attr-defined]
+    assert "c" not in nodes["a"].handler.relay.book.snapshot()  # type: ignore[attr-defined]
+    assert headers["docker-content-digest"] == str(LAYER_DIGEST)
+
+
+async def test_cross_region_is_used_only_when_the_policy_allows_it() -> None:
+    stores = {"d": await holding()}
+    async with cluster([A, B, C, D], stores) as (_, port):
+        status, _, body = await get(A.address or "", port)
+    assert status == 200 and body == LAYER
+
+    never = TopologyPolicy(TopologyMode.PREFER, CrossRegion.NEVER)
+    async with cluster([A, B, C, D], {"d": await holding()}, never) as (_, port):
+        status, _, body = await get(A.address or "", port)
+    assert status == 404 and json.loads(body)["errors"][0]["code"] == "BLOB_UNKNOWN"
+
+
+async def test_isolate_mode_never_relays_from_another_region() -> None:
+    isolate = TopologyPolicy(TopologyMode.ISOLATE)
+    async with cluster([A, B, C, D], {"d": await holding()}, isolate) as (_, port):
+        status, _, _ = await get(A.address or "", port)
+    assert status == 404
+
+
+async def test_a_digest_nobody_holds_is_a_404_and_the_server_stays_up() -> None:
+    async with cluster([A, B, C], {}) as (_, port):
+        status, _, body = await get(A.address or "", port, digest_of(b"nobody"))
+        assert status == 404 and json.loads(body)["errors"][0]["code"] == "BLOB_UNKNOWN"
+        assert (await get(A.address or "", port, digest_of(b"again")))[0] == 404
+
+
+async def test_a_peer_request_is_never_forwarded_again() -> None:
+    async with cluster([A, B], {"b": await holding()}) as (_, port):
+        status, _, _ = await get(A.address or "", port, **{"X-Lokal-Local-Only": "1"})
+    assert status == 404
+
+
+async def test_a_range_request_is_relayed_as_206() -> None:
+    async with cluster([A, B], {"b": await holding()}) as (_, port):
+        status, headers, body = await get(A.address or "", port, Range="bytes=1000-")
+    assert status == 206
+    assert headers["content-range"] == f"bytes 1000-{len(LAYER) - 1}/{len(LAYER)}"
+    assert body == LAYER[1000:]
+
+
+class CorruptStore(MemoryStore):
+    """Serves other bytes of the right length under the right digest (a lying peer)."""
+
+    async def open_blob(self, digest: Digest) -> OpenBlob | None:
+        blob = await super().open_blob(digest)
+        if blob is None:
+            return None
+        blob.close()
+        bad = bytearray(LAYER)
+        bad[len(bad) // 2] ^= 0xFF
+
+        async def read(offset: int, length: int) -> AsyncIterator[bytes]:
+            yield bytes(bad[offset : offset + length])
+
+        return StreamBlob(len(bad), read)
+
+
+class DyingStore(MemoryStore):
+    """Sends half of the blob, then breaks (a provider killed mid-layer)."""
+
+    async def open_blob(self, digest: Digest) -> OpenBlob | None:
+        blob = await super().open_blob(digest)
+        if blob is None:
+            return None
+        blob.close()
+
+        async def read(offset: int, length: int) -> AsyncIterator[bytes]:
+            yield LAYER[offset : offset + length // 2]
+            raise ConnectionError("provider died")
+
+        return StreamBlob(len(LAYER), read)
+
+
+class SilentStore(MemoryStore):
+    """Accepts the request and never answers (a hung provider)."""
+
+    async def open_blob(self, digest: Digest) -> OpenBlob | None:
+        await anyio.sleep(3600)
+        return None
+
+
+async def test_a_lying_peer_is_detected_the_body_is_cut_and_the_retry_completes() -> None:
+    stores = {"b": await holding(store=CorruptStore()), "c": await holding()}
+    async with cluster([A, B, C], stores) as (nodes, port):
+        status, _, body = await get(A.address or "", port)
+        # The corrupt copy is cut short: the last chunk was held back until the digest check failed.
+        assert status == 200 and len(body) < len(LAYER)
+        assert nodes["a"].book.marked_bad == 1
+        # containerd's ingest holds the bad prefix: lokal aborts it so that the next attempt starts clean.
+        assert nodes["a"].store.aborted == [LAYER_DIGEST]  # type: ignore[attr-defined]
+        # That next attempt asks again; the bad peer now ranks last, so the bytes come from c.
+        status, _, again = await get(A.address or "", port)
+    assert status == 200 and again == LAYER
+
+
+async def test_a_provider_dying_mid_layer_is_resumed_from_another() -> None:
+    stores = {"b": await holding(store=DyingStore()), "c": await holding()}
+    async with cluster([A, B, C], stores) as (_, port):
+        status, _, body = await get(A.address or "", port)
+    assert status == 200 and body == LAYER
+
+
+async def test_a_provider_that_never_answers_is_hedged() -> None:
+    stores = {"b": await holding(store=SilentStore()), "c": await holding()}
+    async with cluster([A, B, C], stores) as (_, port):
+        with anyio.fail_after(20):
+            status, _, body = await get(A.address or "", port)
+    assert status == 200 and body == LAYER
