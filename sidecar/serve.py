@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup
 
 from sidecar.cluster import ClusterConfig, Membership, MembershipSource
 from sidecar.containerd import ContainerdStore, Store
+from sidecar.containerd.cri_config import check_cri_config, read_cri_config
 from sidecar.http import HttpServer, ServerLimits
 from sidecar.http.client import PeerClient
 from sidecar.logs import get_logger, log_event
@@ -49,6 +50,7 @@ class Node:
     source: MembershipSource | None = None
     router: OneHopRouter | None = None
     book: PeerBook = field(default_factory=PeerBook)
+    config_warnings: list[str] = field(default_factory=list)
 
     def current_membership(self) -> Membership | None:
         return self.source.current if self.source is not None else self.membership
@@ -71,7 +73,7 @@ def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
         cross_region=CrossRegion(settings["cross_region"]),
         allow_unknown_clients=settings["allow_unknown_clients"],
     )
-    handler = RegistryHandler(store, routes, Relay(), readiness=_readiness(store))
+    handler = RegistryHandler(store, routes, Relay())
     limits = ServerLimits(
         header_timeout=settings["header_timeout"],
         idle_timeout=settings["idle_timeout"],
@@ -91,6 +93,7 @@ def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
             )
         )
     handler.admit = _admission(node)
+    handler.readiness = _readiness(node)
     return node
 
 
@@ -103,18 +106,35 @@ def _admission(node: Node):  # type: ignore[no-untyped-def]
     return admit
 
 
-def _readiness(store: Store):  # type: ignore[no-untyped-def]
+def _readiness(node: Node):  # type: ignore[no-untyped-def]
     async def check() -> tuple[bool, dict[str, object]]:
-        reachable = await store.ready()
+        reachable = await node.store.ready()
         details: dict[str, object] = {"containerd": "connected" if reachable else "unreachable"}
-        absent = getattr(store, "absent_blobs", 0)
+        warnings = list(node.config_warnings)
+        absent = getattr(node.store, "absent_blobs", 0)
         if absent:
-            details["warnings"] = [
-                f"{absent} layers named by local manifests are absent: is discard_unpacked_layers on?"
-            ]
+            warnings.append(f"{absent} layers named by local manifests are absent from the content store")
+        if warnings:
+            details["warnings"] = warnings
         return reachable, details
 
     return check
+
+
+async def check_containerd_config(node: Node) -> None:
+    """Read containerd's CRI configuration once it answers, and warn about what would make lokal
+    useless on this node. Logged once; kept for /readyz and `lokal status`."""
+    socket_path = node.settings["containerd_socket"]
+    while True:  # containerd may not be up yet: the store's loop says so; here we just wait
+        config = await read_cri_config(socket_path)
+        if config is not None:
+            break
+        await anyio.sleep(2.0)
+    node.config_warnings = check_cri_config(config, node.settings["config_path"])
+    hosts_dir = node.settings["config_path"]
+    log_event(log, "config_checked", hosts_dir=hosts_dir, warnings=len(node.config_warnings))
+    for warning in node.config_warnings:
+        log_event(log, "config_warning", level=30, warning=warning)
 
 
 async def run_node(
@@ -127,6 +147,8 @@ async def run_node(
         if run is not None:
             await tg.start(run)
         changes = node.store.subscribe()
+        if isinstance(node.store, ContainerdStore):
+            tg.start_soon(check_containerd_config, node)
         await tg.start(node.server.serve, settings["listen"])
         if node.source is not None:
             await _start_peering(node, client, tg, changes)

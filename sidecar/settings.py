@@ -93,6 +93,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("containerd-socket", "/run/containerd/containerd.sock", _text, "containerd's gRPC socket"),
     Option("containerd-namespace", "k8s.io", _text, "the only containerd namespace lokal reads"),
     Option("content-root", "", _optional_text, "content store directory (default: from Introspection)"),
+    Option("config-path", "/etc/containerd/certs.d", _text,
+           "where `lokal configure` writes hosts.toml files (checked against containerd's config_path)"),
     Option("mirrored-registries", ",".join(DEFAULT_REGISTRIES), _registries,
            "comma-separated registries lokal mirrors ('*' for any)"),
     Option("resolve-tags", "true", parse_bool, "answer manifest requests by tag from the local store"),

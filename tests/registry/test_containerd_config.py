@@ -1,0 +1,106 @@
+"""The startup check of containerd's configuration, against real containerd instances; and a real pull
+through the hosts.toml files `lokal configure` writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sidecar.containerd.cri_config import check_cri_config
+from sidecar.lab.containerd import ContainerdInstance
+from sidecar.lab.cri import CriClient
+from sidecar.lab.images import build_image, push_image
+from sidecar.lab.processes import ProcessGroup
+from sidecar.lab.registry import RegistryInstance
+from tests.conftest import needs_real_parts
+from tests.registry.lokal_process import LokalProcess
+
+
+def test_the_check_is_quiet_for_a_good_config_and_names_each_problem() -> None:
+    good = {"registry": {"configPath": "/etc/containerd/certs.d"}, "containerd": {}}
+    assert check_cri_config(good, "/etc/containerd/certs.d/") == []
+    unset = check_cri_config({"registry": {"configPath": ""}}, "/etc/containerd/certs.d")
+    assert len(unset) == 1 and "config_path is empty" in unset[0]
+    discard = {"registry": {"configPath": "/a:/etc/containerd/certs.d"},
+               "containerd": {"discardUnpackedLayers": True}}
+    assert ["discard_unpacked_layers" in w for w in check_cri_config(discard, "/etc/containerd/certs.d")] == [
+        True
+    ]
+    assert check_cri_config({}, "/x")  # unreadable shape: warn rather than assume
+
+
+def _readyz_warnings(lokal: LokalProcess) -> list[str]:
+    import time
+
+    for _ in range(100):
+        _, _, body = lokal.request("GET", "/readyz")
+        warnings: list[str] = json.loads(body).get("warnings", [])
+        if warnings or any('"config_checked"' in line for line in lokal.log_lines()):
+            return warnings
+        time.sleep(0.05)
+    return []
+
+
+@needs_real_parts
+@pytest.mark.parametrize("enabled", [False, True], ids=["without-config_path", "with-config_path"])
+def test_containerd_without_config_path_gets_a_warning_and_with_it_none(
+    processes: ProcessGroup, tmp_path: Path, enabled: bool
+) -> None:
+    node = ContainerdInstance(tmp_path / "ctd", config_path_enabled=enabled)
+    node.start(processes)
+    lokal = LokalProcess(
+        processes, tmp_path / "lokal.log", "--containerd-socket", str(node.socket),
+        "--discovery", "none", "--config-path", str(node.certs_d),
+    )
+    warnings = _readyz_warnings(lokal)
+    logged = [json.loads(line) for line in lokal.log_lines() if '"config_warning"' in line]
+    if enabled:
+        assert warnings == [] and logged == []
+    else:
+        assert len(warnings) == 1 and "config_path" in warnings[0]
+        assert [entry["warning"] for entry in logged] == warnings
+
+
+@needs_real_parts
+@pytest.mark.parametrize("prepend", [False, True], ids=["plain", "prepend-existing"])
+def test_a_real_pull_goes_through_lokal_with_the_files_lokal_configure_wrote(
+    processes: ProcessGroup, tmp_path: Path, prepend: bool
+) -> None:
+    """A registry name that is not localhost, so that containerd's plain-HTTP fallback for localhost
+    cannot hide a file it rejected: the name only resolves through the hosts.toml `server`."""
+    upstream = RegistryInstance(tmp_path / "upstream")
+    upstream.start(processes)
+    name = "registry.lokal.test"
+    image = build_image(tmp_path / "layout", "v1", [500_000], seed=3)
+    push_image(image, upstream.address, "cfg/app")
+
+    holder = ContainerdInstance(tmp_path / "holder")
+    holder.start(processes)
+    holder.write_hosts(name, f"http://{upstream.address}")
+    with CriClient(holder.socket) as cri:
+        cri.pull(f"{name}/cfg/app:v1")
+    lokal = LokalProcess(
+        processes, tmp_path / "lokal.log", "--containerd-socket", str(holder.socket),
+        "--discovery", "none", "--mirrored-registries", name,
+    )
+    puller = ContainerdInstance(tmp_path / "puller")
+    puller.start(processes)
+    if prepend:  # the operator already had a mirror (here: the real upstream) for this registry
+        puller.write_hosts(name, f"http://{upstream.address}")
+    args = [
+        sys.executable, "-m", "sidecar", "configure", "--config-path", str(puller.certs_d),
+        "--mirrored-registries", name, "--listen", f"0.0.0.0:{lokal.port}",
+        "--upstream", f"{name}=http://{upstream.address}",
+    ] + (["--prepend-existing"] if prepend else [])
+    subprocess.run(args, check=True, capture_output=True, timeout=60)
+
+    if not prepend:
+        upstream.stop()  # every byte must come through lokal
+    with CriClient(puller.socket) as cri:
+        assert cri.pull(f"{name}/cfg/app:v1") == image.configs["linux/amd64"].digest
+    pulls = [json.loads(line) for line in lokal.log_lines() if '"event":"pull"' in line]
+    assert {p["result"] for p in pulls if p["kind"] == "blob"} == {"local"}
