@@ -19,12 +19,13 @@ from sidecar.containerd import FileBlob, OpenBlob, Store, StoreUnavailable
 from sidecar.http.messages import FileBody, Request, Response, StreamBody
 from sidecar.logs import log_event
 from sidecar.oci import Digest, ErrorCode, error_body
-from sidecar.registry.pulls import PullRecord, log
+from sidecar.registry.pulls import PullObserver, PullRecord, log
 from sidecar.registry.ranges import ByteRange, Unsatisfiable, parse_range
 from sidecar.registry.routes import (
     BlobRequest,
     Health,
     ManifestRequest,
+    OperatorCall,
     PeerCall,
     Ping,
     Refusal,
@@ -37,6 +38,8 @@ JSON = "application/json"
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
 PeerHandler = Callable[[Request, str], Awaitable[Response]]
+# /metrics and /_lokal/debug/ (sidecar/debug): called only for clients `admit` lets in.
+OperatorHandler = Callable[[Request, OperatorCall], Awaitable[Response]]
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, dict[str, object]]]]
 # Who may pull: the client's address -> (allowed, reason).
 Admission = Callable[[str], tuple[bool, str]]
@@ -60,6 +63,8 @@ class RegistryHandler:
     peer_handler: PeerHandler | None = None
     readiness: ReadinessCheck | None = None
     admit: Admission | None = None
+    operator_handler: OperatorHandler | None = None
+    pull_observer: PullObserver | None = None  # metrics: sees every finished PullRecord
 
     async def __call__(self, request: Request) -> Response:
         plan = plan_request(request.method, request.path, request.query, self.routes)
@@ -78,6 +83,10 @@ class RegistryHandler:
             if not allowed:
                 log_event(log, "refused", client=request.client[0], path=request.path[:200], reason=reason)
                 return oci_error(403, ErrorCode.DENIED, reason)
+        if isinstance(plan, OperatorCall):
+            if self.operator_handler is None:
+                return oci_error(404, ErrorCode.UNSUPPORTED, "no metrics or debug endpoint here")
+            return await self.operator_handler(request, plan)
         return await self._pull(request, plan)
 
     async def _health(self, plan: Health) -> Response:
@@ -97,8 +106,10 @@ class RegistryHandler:
             ns=plan.registry,
             digest=reference.short if isinstance(reference, Digest) else f"tag:{reference}",
             client=request.client[0],
+            observer=self.pull_observer,
         )
         local_only = request.header(LOCAL_ONLY_HEADER) is not None
+        record.for_peer = local_only
         try:
             response = await self._serve(request, plan, record, local_only)
         except StoreUnavailable as exc:
@@ -109,6 +120,7 @@ class RegistryHandler:
             response = oci_error(404, code, record.reason or "not found on this node")
             record.reason = record.reason or ("not held locally" if local_only else "not found")
         record.status = response.status
+        record.responded()
         return _finishing(response, record)
 
     async def _serve(

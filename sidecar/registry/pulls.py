@@ -1,18 +1,65 @@
-"""One record per mirror request, finished when its body is done: the `pull` log line.
+"""One record per mirror request, finished when its body is done: the `pull` log line and its metrics.
 
-An operator reading `kubectl logs` sees, per request: what (kind, repo, ns, digest), the outcome (result,
-tier, provider), how much and how fast (bytes, ms, MB/s), and on a miss the reason.
+An operator reading `kubectl logs` sees, per request: what (kind, repo, ns, digest), who asked (containerd
+on this node, or a peer), the outcome (result, tier, provider node, zone and region), how much and how
+fast (bytes, ms, MB/s, time to first byte), how many providers were asked, and on a miss the reason in
+words (`reason`) and as a bounded category (`miss`).
+
+Rules:
+- `finish` runs exactly once per request, when the outcome is final (the body sent, cut off, or none).
+  It is the single place a request's outcome is known, so it writes the log line and then hands the
+  record to `observer` (the metrics); an observer's failure is logged and never reaches the client.
+- Every field is always present in the line (null when it does not apply), so log queries never have
+  to guess whether a field is missing or empty.
+- `bytes` counts body bytes sent: 0 for HEAD, the bytes sent so far for a body that broke off.
+- A miss's `tier` is `upstream`: containerd fetches those bytes from the registry after our 404.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar.cluster.model import Peer
 from sidecar.logs import get_logger, log_event
+from sidecar.topology.tiers import Tier
 
 log = get_logger("registry")
+
+PullObserver = Callable[["PullRecord"], None]
+
+# Miss categories, the `miss` log field and the `reason` label of lokal_misses_total. Bounded on purpose.
+MISS_NOT_FOUND = "not_found"
+MISS_FORBIDDEN = "forbidden_by_policy"
+MISS_PROVIDERS_FAILED = "providers_failed"
+MISS_NO_MEMBERSHIP = "no_membership"
+MISS_NO_DISCOVERY = "no_discovery"
+MISS_CONTAINERD = "containerd_unavailable"
+MISS_RANGE = "range_not_satisfiable"
+MISS_CATEGORIES = (MISS_NOT_FOUND, MISS_FORBIDDEN, MISS_PROVIDERS_FAILED, MISS_NO_MEMBERSHIP,
+                   MISS_NO_DISCOVERY, MISS_CONTAINERD, MISS_RANGE)
+
+# The reason texts the handler and the relay write, by their opening words, mapped to a category.
+_MISS_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("forbidden by policy", MISS_FORBIDDEN),
+    ("containerd unavailable", MISS_CONTAINERD),
+    ("membership not known", MISS_NO_MEMBERSHIP),
+    ("no peer discovery", MISS_NO_DISCOVERY),
+    ("range not satisfiable", MISS_RANGE),
+)
+_FAILED_MARKERS = ("providers failed", "bad manifest", "does not match", "no usable length")
+
+
+def miss_category(reason: str) -> str:
+    """The bounded category of a miss from its reason text; `not_found` when nothing more is known."""
+    for prefix, category in _MISS_PREFIXES:
+        if reason.startswith(prefix):
+            return category
+    if any(marker in reason for marker in _FAILED_MARKERS):
+        return MISS_PROVIDERS_FAILED
+    return MISS_NOT_FOUND
 
 
 @dataclass
@@ -27,46 +74,95 @@ class PullRecord:
     result: str = "miss"  # "local" | "peer" | "miss" | "error"
     tier: str = ""
     provider: str = ""
+    provider_zone: str = ""
+    provider_region: str = ""
     source: str = ""  # "file" | "grpc" | "relay"
     status: int = 0
     bytes: int = 0
     reason: str = ""
     attempts: int = 0
+    for_peer: bool = False  # asked by a peer with the local-only header, not by containerd
+    lookup_s: float | None = None  # how long the index lookup took, when there was one
+    lookup_hit: bool | None = None  # whether the lookup named any provider (before the policy's say)
+    responded_at: float | None = None  # when the response headers were ready
+    elapsed: float = 0.0  # set by finish
+    observer: PullObserver | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     _finished: bool = False
 
+    # -- what the handler and the relay report along the way --------------------------------------
+
+    def provided_by(self, peer: Peer, tier: Tier) -> None:
+        """The bytes come (now) from `peer`, at `tier`; called again when a relay resumes elsewhere."""
+        self.provider, self.tier = peer.name, tier.value
+        self.provider_zone, self.provider_region = peer.zone, peer.region
+
+    def looked_up(self, seconds: float, providers: int) -> None:
+        self.lookup_s = seconds
+        self.lookup_hit = providers > 0
+
+    def responded(self) -> None:
+        """The response headers are ready: the time to first byte ends here."""
+        if self.responded_at is None:
+            self.responded_at = time.monotonic()
+
+    # -- the end ----------------------------------------------------------------------------------
+
+    @property
+    def miss(self) -> str | None:
+        return miss_category(self.reason) if self.result == "miss" else None
+
+    @property
+    def ttfb(self) -> float | None:
+        return None if self.responded_at is None else max(0.0, self.responded_at - self.started)
+
     def finish(self, ok: bool = True) -> None:
-        """Log the line once. `ok` False means the body broke off after the headers went out."""
+        """Log the line once and record the metrics. `ok` False: the body broke off after the headers."""
         if self._finished:
             return
         self._finished = True
-        elapsed = time.monotonic() - self.started
+        self.elapsed = time.monotonic() - self.started
         if not ok:
             self.result = "error"
             self.reason = self.reason or "body cut off"
+        if self.method == "HEAD":
+            self.bytes = 0
+        if self.result == "miss":
+            self.tier = Tier.UPSTREAM.value
+        log_event(log, "pull", **self.fields())
+        if self.observer is not None:
+            try:
+                self.observer(self)
+            except Exception as exc:  # metrics must never break serving
+                log_event(log, "metrics_failed", level=30, error=repr(exc)[:200])
+
+    def fields(self) -> dict[str, Any]:
+        """The log line's fields, every one present."""
+        elapsed = self.elapsed
+        ttfb = self.ttfb
         fields: dict[str, Any] = {
             "kind": self.kind,
             "method": self.method,
             "repo": self.repo,
             "ns": self.ns,
             "digest": self.digest,
+            "requester": "peer" if self.for_peer else "containerd",
             "result": self.result,
+            "tier": self.tier or None,
+            "provider": self.provider or None,
+            "provider_zone": self.provider_zone or None,
+            "provider_region": self.provider_region or None,
+            "source": self.source or None,
             "status": self.status,
             "bytes": self.bytes,
             "ms": round(elapsed * 1000, 2),
+            "ttfb_ms": None if ttfb is None else round(ttfb * 1000, 2),
+            "mbps": round(self.bytes / elapsed / 1e6, 1) if self.bytes and elapsed > 0 else None,
+            "attempts": self.attempts,
+            "lookup_ms": None if self.lookup_s is None else round(self.lookup_s * 1000, 2),
+            "miss": self.miss,
+            "reason": self.reason or None,
             "client": self.client,
         }
-        if self.tier:
-            fields["tier"] = self.tier
-        if self.source:
-            fields["source"] = self.source
-        if self.provider:
-            fields["provider"] = self.provider
-        if self.bytes and elapsed > 0:
-            fields["mbps"] = round(self.bytes / elapsed / 1e6, 1)
-        if self.attempts:
-            fields["attempts"] = self.attempts
-        if self.reason:
-            fields["reason"] = self.reason
         fields.update(self.extra)
-        log_event(log, "pull", **fields)
+        return fields

@@ -78,8 +78,7 @@ class PeerRelay(Relay):
             return None
         provider, response = opened
         record.result, record.source = "peer", "relay"
-        record.tier, record.provider = provider.tier.value, provider.peer.name
-        record.extra.update(provider_zone=provider.peer.zone, provider_region=provider.peer.region)
+        record.provided_by(provider.peer, provider.tier)
         if isinstance(plan, ManifestRequest):
             return await self._manifest(provider, response, digest, record)
         return self._blob(ranked, provider, response, target, digest, record)
@@ -101,7 +100,7 @@ class PeerRelay(Relay):
         except Exception as exc:  # a lookup must never turn a miss into an error
             log_event(log, "lookup_failed", level=30, digest=digest.short, error=str(exc))
             names = ()
-        record.extra["lookup_ms"] = round((time.monotonic() - started) * 1000, 2)
+        record.looked_up(time.monotonic() - started, len(names))
         candidates = [membership.peers[n] for n in names if n in membership.peers and n != me.name]
         if not candidates:
             scope = "this region" + (" or others" if other_regions else "")
@@ -197,6 +196,7 @@ class PeerRelay(Relay):
         hasher.update(data)
         if hasher.hexdigest() != digest.hex:
             self.book.failed(provider.peer.name, bad=True)
+            record.extra["digest_mismatch"] = True
             log_event(log, "peer_marked_bad", level=30, peer=provider.peer.name, digest=digest.short,
                       reason="manifest digest mismatch")
             record.reason = f"{provider.peer.name} sent a manifest that does not match its digest"
@@ -328,7 +328,7 @@ class _RelayBody:
                 await response.abort()
                 continue
             self.provider, self.response = candidate, response
-            self.record.provider, self.record.tier = candidate.peer.name, candidate.tier.value
+            self.record.provided_by(candidate.peer, candidate.tier)
             return True
         return False
 

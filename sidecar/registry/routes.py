@@ -3,6 +3,7 @@
 Rules:
 - Every piece of request text is validated here (name grammar, digest grammar, tag grammar, `ns`), before
   any store, file or peer is touched.
+- `/metrics` and `/_lokal/debug/` are for the operator (Prometheus, `lokal status`), read-only.
 - The answer follows containerd's reactions (docs/: anything we cannot serve is a fast 404 so containerd
   moves on; write methods are 405; never 408 or 429).
 """
@@ -47,6 +48,14 @@ class PeerCall:
 
 
 @dataclass(frozen=True, slots=True)
+class OperatorCall:
+    """For this node's operator, not for containerd: `/metrics`, or `/_lokal/debug/<path>`."""
+
+    kind: str  # "metrics" | "debug"
+    path: str = ""  # below /_lokal/debug/
+
+
+@dataclass(frozen=True, slots=True)
 class ManifestRequest:
     registry: str
     repository: str
@@ -67,7 +76,7 @@ class Refusal:
     message: str
 
 
-Plan = Ping | Health | PeerCall | ManifestRequest | BlobRequest | Refusal
+Plan = Ping | Health | PeerCall | OperatorCall | ManifestRequest | BlobRequest | Refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,12 @@ def plan_request(method: str, path: str, query: dict[str, list[str]], config: Ro
         return Health(path[1:]) if method in READ_METHODS else _not_allowed()
     if path.startswith("/_lokal/v1/"):
         return PeerCall(path.removeprefix("/_lokal/v1/"))
+    if path == "/metrics" or path.startswith("/_lokal/debug/"):
+        if method not in READ_METHODS:
+            return _not_allowed()
+        if path == "/metrics":
+            return OperatorCall("metrics")
+        return OperatorCall("debug", path.removeprefix("/_lokal/debug/"))
     if path in ("/v2", "/v2/"):
         return Ping() if method in READ_METHODS else _not_allowed()
     if not path.startswith("/v2/"):
