@@ -135,8 +135,9 @@ def classify_blob(
         source = SOURCE_OF_TIER.get(tier, "unknown")
         seconds = sum(float(e.get("ms", 0.0)) for e in served) / 1000
         provider = str(last.get("provider", ""))
-        return LayerRow(blob.name, blob.digest, source, sum(int(e.get("bytes", 0)) for e in served), seconds,
-                        provider)
+        return LayerRow(
+            blob.name, blob.digest, source, sum(int(e.get("bytes", 0)) for e in served), seconds, provider
+        )
     return LayerRow(blob.name, blob.digest, "unknown", 0, None)
 
 
@@ -224,15 +225,18 @@ def format_totals(summary: dict[str, Any]) -> str:
         f"{SOURCE_OF_TIER[t]} {human_bytes(b)}" for t, b in tiers.items() if b or t != "unknown"
     )
     upstream, baseline = summary["upstream_bytes"], summary["baseline_upstream_bytes"]
+    wire = human_bytes(summary["upstream_wire_bytes"])
     saved = f"{summary['upstream_saved_ratio'] * 100:.0f}% less" if baseline else "n/a"
-    return "\n".join([
-        f"image: {human_bytes(summary['image_bytes'])}, {len(summary['nodes'])} nodes",
-        f"upstream: {human_bytes(upstream)} fetched (wire {human_bytes(summary['upstream_wire_bytes'])}); "
-        f"without a mirror {human_bytes(baseline)} ({saved})",
-        f"cross-region: {human_bytes(summary['cross_region_bytes'])} relayed by lokal; "
-        f"{human_bytes(summary['cross_region_wire_bytes'])} on the inter-region links (all traffic)",
-        f"by source: {by_source}",
-    ])
+    return "\n".join(
+        [
+            f"image: {human_bytes(summary['image_bytes'])}, {len(summary['nodes'])} nodes",
+            f"upstream: {human_bytes(upstream)} fetched (wire {wire}); "
+            f"without a mirror {human_bytes(baseline)} ({saved})",
+            f"cross-region: {human_bytes(summary['cross_region_bytes'])} relayed by lokal; "
+            f"{human_bytes(summary['cross_region_wire_bytes'])} on the inter-region links (all traffic)",
+            f"by source: {by_source}",
+        ]
+    )
 
 
 # ---- the command ----
@@ -304,16 +308,23 @@ def _run_demo(node_count: int, sizes: list[int]) -> tuple[dict[str, Any], list[N
     from sidecar.lab.topology import example_topology
 
     topology = example_topology(node_count, upstream_rate="100mbit", upstream_delay_ms=20)
-    settings = {"topology_mode": "prefer", "cross_region": "always", "upstream_rate": "100mbit",
-                "upstream_delay_ms": 20, "interregion_rate": topology.interregion_rate}
+    settings = {
+        "topology_mode": "prefer",
+        "cross_region": "always",
+        "upstream_rate": "100mbit",
+        "upstream_delay_ms": 20,
+        "interregion_rate": topology.interregion_rate,
+    }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lokal-demo-") as scratch:
         image = build_image(Path(scratch) / "layout", "v1", sizes, seed=int(time.time()))
         blobs = blob_specs(image.blobs_for("linux/amd64"), image.layers["linux/amd64"])
         image_bytes = sum(b.size for b in blobs)
         _progress(f"image: {len(sizes)} layers, {human_bytes(image_bytes)}")
-        _progress(f"building the lab: {node_count} nodes, {len(topology.regions)} regions, "
-                  f"{len(topology.zones)} zones")
+        _progress(
+            f"building the lab: {node_count} nodes, {len(topology.regions)} regions, "
+            f"{len(topology.zones)} zones"
+        )
         with LabCluster(topology, topology_mode="prefer", cross_region="always") as cluster:
             _progress(f"lab up in {time.monotonic() - started:.1f} s; rolling pull, one node after another")
             reference = cluster.push(image, "demo/app")

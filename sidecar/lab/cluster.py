@@ -108,6 +108,7 @@ class LabCluster:
     topology_mode: str = "prefer"
     cross_region: str = "never"
     lokal_args: tuple[str, ...] = ()
+    discovery: str = "kubernetes"
     start_lokals: bool = True
     lokal_python: str = sys.executable
     lokal_source: Path = _REPO_ROOT  # the directory whose `sidecar` package the lokal processes run
@@ -135,7 +136,10 @@ class LabCluster:
             self.close()
             raise
         log_event(
-            _log, "lab_cluster_up", lab=self.lab.lab_id, nodes=len(self.nodes),
+            _log,
+            "lab_cluster_up",
+            lab=self.lab.lab_id,
+            nodes=len(self.nodes),
             seconds=round(time.monotonic() - started, 3),
         )
         return self
@@ -246,6 +250,13 @@ class LabCluster:
         parts.lokal = None
         return code
 
+    def processes(self) -> list[Popen[bytes]]:
+        """Every long-running process this cluster started itself (not the lab network's helpers)."""
+        procs: list[object] = [self._apiserver, self.registry._proc]
+        for parts in self._nodes.values():
+            procs += [parts.lokal, parts.containerd._proc]
+        return [p for p in procs if isinstance(p, Popen)]
+
     def lokal_running(self, node: str) -> bool:
         proc = self._node(node).lokal
         return proc is not None and proc.poll() is None
@@ -291,7 +302,8 @@ class LabCluster:
         self.registry.start(self.lab.processes)
         wait_for(
             lambda: "listening on" in _read(self.registry.log_path) or _exited(self.registry, "registry"),
-            15, what="docker-registry in the upstream namespace to listen",
+            15,
+            what="docker-registry in the upstream namespace to listen",
         )
 
     def _start_apiserver(self) -> None:
@@ -329,19 +341,19 @@ class LabCluster:
             parts.containerd.start(self.lab.processes)
 
     def _lokal_argv(self, node: str, extra: Sequence[str]) -> list[str]:
-        return [
-            self.lokal_python, "-m", "sidecar", "serve",
-            "--listen", f"0.0.0.0:{LOKAL_PORT}",
-            "--containerd-socket", str(self.containerd(node).socket),
-            "--mirrored-registries", self.registry_name,
-            "--discovery", "kubernetes",
-            "--node-name", node,
-            "--kubeconfig", str(self.kubeconfig),
-            "--topology-mode", self.topology_mode,
-            "--cross-region", self.cross_region,
-            "--log-format", "json",
-            *extra,
-        ]
+        flags = {
+            "--listen": f"0.0.0.0:{LOKAL_PORT}",
+            "--containerd-socket": str(self.containerd(node).socket),
+            "--mirrored-registries": self.registry_name,
+            "--discovery": self.discovery,
+            "--node-name": node,
+            "--kubeconfig": str(self.kubeconfig),
+            "--topology-mode": self.topology_mode,
+            "--cross-region": self.cross_region,
+            "--log-format": "json",
+        }
+        # `extra` comes last: a flag given again there wins (argparse keeps the last value).
+        return [self.lokal_python, "-m", "sidecar", "serve", *(x for kv in flags.items() for x in kv), *extra]
 
     def _wait_listening(self, parts: _NodeParts, offset: int, timeout: float) -> None:
         proc = parts.lokal
@@ -353,9 +365,11 @@ class LabCluster:
                 text = log.read().decode(errors="replace")
             if proc.poll() is not None:
                 raise ClusterError(f"lokal on {parts.name} exited {proc.returncode}:\n{text[-2000:]}")
-            return '"event":"http_listening"' in text
+            # With discovery, ready means it also knows its peers (the first Node list went through).
+            synced = self.discovery == "none" or '"event":"membership_synced"' in text
+            return '"event":"http_listening"' in text and synced
 
-        wait_for(listening, timeout, what=f"lokal on {parts.name} to listen")
+        wait_for(listening, timeout, what=f"lokal on {parts.name} to listen and know its peers")
 
 
 # ---- pure helpers ----
