@@ -7,7 +7,15 @@ from collections.abc import Iterator
 
 import h11
 import pytest
-from http_support import AnswerReader, RunningServer, SampleHandler, exchange, request_bytes, run_server
+from http_support import (
+    FILE_SIZE,
+    AnswerReader,
+    RunningServer,
+    SampleHandler,
+    exchange,
+    request_bytes,
+    run_server,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -64,7 +72,7 @@ requests = st.one_of(
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     path = tmp_path_factory.mktemp("fuzz") / "blob"
-    path.write_bytes(b"z" * 100_000)
+    path.write_bytes(b"z" * FILE_SIZE)  # the handler promises FILE_SIZE bytes for /file
     limits = ServerLimits(header_timeout=2.0, idle_timeout=2.0, max_request_body=4096)
     with run_server(SampleHandler(path), limits) as running:
         yield running
