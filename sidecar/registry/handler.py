@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from sidecar.registry.routes import (
     RouteConfig,
     plan_request,
 )
+from sidecar.security import TOKEN_HEADER, Gate
+from sidecar.topology.admission import normalize_address
 
 LOCAL_ONLY_HEADER = "x-lokal-local-only"
 JSON = "application/json"
@@ -65,6 +68,14 @@ class RegistryHandler:
     admit: Admission | None = None
     operator_handler: OperatorHandler | None = None
     pull_observer: PullObserver | None = None  # metrics: sees every finished PullRecord
+    peer_auth: Callable[[str | None], bool] | None = None  # --peer-token-file: the token check
+    uploads: Gate | None = None  # concurrent bodies served to peers
+
+    def _authenticated(self, request: Request) -> bool:
+        """Peers must present the shared token when one is configured; containerd (loopback) never does."""
+        if self.peer_auth is None or _is_loopback(request.client[0]):
+            return True
+        return self.peer_auth(request.header(TOKEN_HEADER))
 
     async def __call__(self, request: Request) -> Response:
         plan = plan_request(request.method, request.path, request.query, self.routes)
@@ -74,6 +85,10 @@ class RegistryHandler:
             return Response(200, [API_VERSION, ("Content-Type", JSON)], b"{}")
         if isinstance(plan, Health):
             return await self._health(plan)
+        if not self._authenticated(request):
+            log_event(log, "refused", client=request.client[0], path=request.path[:200],
+                      reason="missing or wrong peer token")
+            return oci_error(403, ErrorCode.DENIED, "missing or wrong peer token")
         if isinstance(plan, PeerCall):
             if self.peer_handler is None:
                 return oci_error(404, ErrorCode.UNSUPPORTED, "peer protocol is off (--discovery none)")
@@ -110,11 +125,25 @@ class RegistryHandler:
         )
         local_only = request.header(LOCAL_ONLY_HEADER) is not None
         record.for_peer = local_only
+        gate = self.uploads if local_only and request.method == "GET" else None
+        if gate is not None and not gate.try_enter(client=request.client[0]):
+            # A fast refusal: the asking peer tries its next provider at once.
+            record.reason, record.status = "upload limit reached", 503
+            record.finish()
+            return oci_error(503, ErrorCode.UNSUPPORTED, "this node is serving its maximum of peers")
         try:
             response = await self._serve(request, plan, record, local_only)
         except StoreUnavailable as exc:
             record.reason = f"containerd unavailable: {exc}"
             response = None
+        except BaseException:
+            if gate is not None:
+                gate.leave()
+            raise
+        if gate is not None:
+            response = _on_body_done(response, gate.leave) if response is not None else response
+            if response is None:
+                gate.leave()
         if response is None:
             code = ErrorCode.BLOB_UNKNOWN if kind == "blob" else ErrorCode.MANIFEST_UNKNOWN
             response = oci_error(404, code, record.reason or "not found on this node")
@@ -227,6 +256,41 @@ async def _counting(body: StreamBody, record: PullRecord) -> AsyncIterator[bytes
         record.finish(ok=False)
         raise
     record.finish(ok=body.length is None or sent == body.length)
+
+
+def _on_body_done(response: Response, done: Callable[[], None]) -> Response:
+    """Call `done` once the response body has been sent, failed, or been released (HEAD)."""
+    body = response.body
+    if isinstance(body, FileBody):
+        inner_close = body.close
+
+        def close() -> None:
+            try:
+                if inner_close is not None:
+                    inner_close()
+            finally:
+                done()
+
+        response.body = FileBody(body.fd, body.offset, body.length, close)
+    elif isinstance(body, StreamBody):
+        inner_aclose = body.aclose
+
+        async def aclose() -> None:
+            try:
+                if inner_aclose is not None:
+                    await inner_aclose()
+            finally:
+                done()
+
+        response.body = StreamBody(body.chunks, body.length, aclose)
+    else:
+        done()
+    return response
+
+
+def _is_loopback(address: str) -> bool:
+    normalized = normalize_address(address)
+    return normalized is not None and ipaddress.ip_address(normalized).is_loopback
 
 
 def oci_error(status: int, code: ErrorCode, message: str) -> Response:
