@@ -1,0 +1,83 @@
+"""The metric definitions of one lokal node, on a registry of its own.
+
+Rules:
+- Every name starts with `lokal_`. Labels are bounded sets: kind, result, tier, direction, outcome, miss
+  reason, and `ns` (only mirrored registries reach the pull path; others are refused before a record
+  exists, and `NsLabels` caps the set anyway). Never a digest, a repository or a peer name as a label.
+- One `CollectorRegistry` per node, never the global one, so that several nodes run in one process.
+- Counters and histograms here are fed by `PullMetrics` (one call per finished request); gauges that
+  mirror live state (peers, index, containerd) are computed at scrape time by `NodeStateCollector`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+# Seconds. A local hit answers in well under a millisecond; a cross-region relay's headers take ~100 ms.
+TTFB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Whole transfers: a manifest in a millisecond, a large layer across regions in minutes.
+TRANSFER_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# The lookup is on every cold pull's path; its timeout is 100 ms by default.
+LOOKUP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+MAX_NS_LABELS = 32  # registries beyond this many distinct ones are counted as "other"
+
+
+class NsLabels:
+    """Bounds the `ns` label: the first `limit` registries seen keep their name, later ones are 'other'."""
+
+    def __init__(self, limit: int = MAX_NS_LABELS) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, ns: str) -> str:
+        if ns in self._seen:
+            return ns
+        if len(self._seen) >= self.limit:
+            return "other"
+        self._seen.add(ns)
+        return ns
+
+
+class Metrics:
+    """The counters and histograms of one node, and its registry (`exposition()` renders them)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "lokal_requests", "Mirror requests from containerd on this node, by outcome and source tier",
+            ["kind", "result", "tier"], registry=registry,
+        )
+        self.peer_requests = Counter(
+            "lokal_peer_requests", "Requests this node answered for peers, by the asking peer's tier",
+            ["kind", "result", "tier"], registry=registry,
+        )
+        self.bytes = Counter(
+            "lokal_bytes", "Body bytes: to_containerd (served here), to_peer (served to peers), "
+            "from_peer (relayed in from peers), by tier", ["direction", "tier"], registry=registry,
+        )
+        self.ttfb = Histogram(
+            "lokal_time_to_first_byte_seconds", "Time until the response headers of a hit were ready",
+            ["tier"], buckets=TTFB_BUCKETS, registry=registry,
+        )
+        self.transfer = Histogram(
+            "lokal_transfer_duration_seconds", "Whole-transfer time of a hit, request to last byte",
+            ["tier"], buckets=TRANSFER_BUCKETS, registry=registry,
+        )
+        self.lookup = Histogram(
+            "lokal_lookup_duration_seconds", "Index lookups, by outcome (hit: some node holds the key)",
+            ["outcome"], buckets=LOOKUP_BUCKETS, registry=registry,
+        )
+        self.misses = Counter(
+            "lokal_misses", "Requests answered 404 (containerd goes upstream), by registry and reason",
+            ["ns", "kind", "reason"], registry=registry,
+        )
+        self.digest_mismatches = Counter(
+            "lokal_relay_digest_mismatches", "Relayed content whose digest did not match", registry=registry,
+        )
+        self.ns_label = NsLabels()
+
+    def exposition(self) -> bytes:
+        """The text format Prometheus scrapes."""
+        return generate_latest(self.registry)

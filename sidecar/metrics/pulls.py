@@ -1,0 +1,123 @@
+"""From one finished `PullRecord` to metric updates: `classify` (pure) says what to count, `PullMetrics`
+applies it to a node's `Metrics` and `PullTally`.
+
+Rules:
+- containerd's requests (the mirror path) go to `lokal_requests_total`; requests a peer made with the
+  local-only header go to `lokal_peer_requests_total`, with the asking peer's tier as seen from here. So a
+  hit ratio computed from `lokal_requests_total` is never inflated by serving peers.
+- Bytes: a hit for containerd counts `to_containerd` at its source tier, and a peer hit also `from_peer`;
+  a request served to a peer counts `to_peer` at the peer's tier. Bytes of a body that broke off count
+  what was sent.
+- Time to first byte and transfer time are observed for hits (local, peer) only, by tier; a miss has no
+  transfer of ours. A lookup is observed whenever one ran.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sidecar.cluster.model import Membership
+from sidecar.metrics.definitions import Metrics
+from sidecar.metrics.tally import PullTally
+from sidecar.registry.pulls import PullRecord
+from sidecar.topology.admission import normalize_address
+from sidecar.topology.policy import tier_of
+from sidecar.topology.tiers import Tier
+
+HITS = ("local", "peer")
+
+
+@dataclass(frozen=True, slots=True)
+class PullOutcome:
+    counter: str  # "requests" | "peer_requests"
+    kind: str
+    result: str
+    tier: str
+    bytes: tuple[tuple[str, str, int], ...] = ()  # (direction, tier, count)
+    ttfb: float | None = None
+    transfer: float | None = None
+    lookup: tuple[str, float] | None = None  # (outcome, seconds)
+    miss: tuple[str, str, str] | None = None  # (ns, kind, reason)
+    digest_mismatch: bool = False
+
+
+def classify(record: PullRecord, asker_tier: str = Tier.SAME_NODE.value) -> PullOutcome:
+    """What one finished request adds to the metrics. `asker_tier`: where a peer requester is."""
+    tier = record.tier or Tier.UNKNOWN.value
+    mismatch = bool(record.extra.get("digest_mismatch"))
+    if record.for_peer:
+        served = (("to_peer", asker_tier, record.bytes),) if record.bytes else ()
+        return PullOutcome("peer_requests", record.kind, record.result, asker_tier, served)
+    flows: list[tuple[str, str, int]] = []
+    if record.bytes:
+        flows.append(("to_containerd", tier, record.bytes))
+        if record.result == "peer" or (record.result == "error" and record.provider):
+            flows.append(("from_peer", tier, record.bytes))
+    hit = record.result in HITS
+    lookup = None
+    if record.lookup_s is not None:
+        lookup = ("hit" if record.lookup_hit else "miss", record.lookup_s)
+    miss_reason = record.miss
+    return PullOutcome(
+        "requests",
+        record.kind,
+        record.result,
+        tier,
+        tuple(flows),
+        ttfb=record.ttfb if hit else None,
+        transfer=record.elapsed if hit and record.method != "HEAD" else None,
+        lookup=lookup,
+        miss=(record.ns, record.kind, miss_reason) if miss_reason else None,
+        digest_mismatch=mismatch,
+    )
+
+
+def asker_tier(client: str, membership: Membership | None) -> str:
+    """The tier of the node a request came from, by its source address."""
+    address = normalize_address(client)
+    if address is not None and ipaddress.ip_address(address).is_loopback:
+        return Tier.SAME_NODE.value
+    if membership is None or membership.me is None or address is None:
+        return Tier.UNKNOWN.value
+    peer = membership.by_address(address)
+    if peer is None:
+        return Tier.UNKNOWN.value
+    return tier_of(membership.me, peer).value
+
+
+def apply(metrics: Metrics, outcome: PullOutcome) -> None:
+    counter = metrics.requests if outcome.counter == "requests" else metrics.peer_requests
+    counter.labels(outcome.kind, outcome.result, outcome.tier).inc()
+    for direction, tier, count in outcome.bytes:
+        metrics.bytes.labels(direction, tier).inc(count)
+    if outcome.ttfb is not None:
+        metrics.ttfb.labels(outcome.tier).observe(outcome.ttfb)
+    if outcome.transfer is not None:
+        metrics.transfer.labels(outcome.tier).observe(outcome.transfer)
+    if outcome.lookup is not None:
+        metrics.lookup.labels(outcome.lookup[0]).observe(outcome.lookup[1])
+    if outcome.miss is not None:
+        ns, kind, reason = outcome.miss
+        metrics.misses.labels(metrics.ns_label(ns), kind, reason).inc()
+    if outcome.digest_mismatch:
+        metrics.digest_mismatches.inc()
+
+
+@dataclass
+class PullMetrics:
+    """The `PullObserver` a node's `RegistryHandler` calls for every finished request."""
+
+    metrics: Metrics
+    membership: Callable[[], Membership | None]
+    tally: PullTally = field(default_factory=lambda: PullTally(time.time()))
+
+    def __call__(self, record: PullRecord) -> None:
+        tier = asker_tier(record.client, self.membership()) if record.for_peer else Tier.SAME_NODE.value
+        apply(self.metrics, classify(record, tier))
+        summary = record.fields()
+        if record.for_peer:
+            summary["peer_tier"] = tier
+        self.tally.add(summary)
