@@ -20,6 +20,7 @@ from sidecar.containerd import FileBlob, OpenBlob, Store, StoreUnavailable
 from sidecar.http.messages import FileBody, Request, Response, StreamBody
 from sidecar.logs import log_event
 from sidecar.oci import Digest, ErrorCode, error_body
+from sidecar.registry.bodies import on_body_done
 from sidecar.registry.pulls import PullObserver, PullRecord, log
 from sidecar.registry.ranges import ByteRange, Unsatisfiable, parse_range
 from sidecar.registry.routes import (
@@ -141,7 +142,7 @@ class RegistryHandler:
                 gate.leave()
             raise
         if gate is not None:
-            response = _on_body_done(response, gate.leave) if response is not None else response
+            response = on_body_done(response, gate.leave) if response is not None else response
             if response is None:
                 gate.leave()
         if response is None:
@@ -256,36 +257,6 @@ async def _counting(body: StreamBody, record: PullRecord) -> AsyncIterator[bytes
         record.finish(ok=False)
         raise
     record.finish(ok=body.length is None or sent == body.length)
-
-
-def _on_body_done(response: Response, done: Callable[[], None]) -> Response:
-    """Call `done` once the response body has been sent, failed, or been released (HEAD)."""
-    body = response.body
-    if isinstance(body, FileBody):
-        inner_close = body.close
-
-        def close() -> None:
-            try:
-                if inner_close is not None:
-                    inner_close()
-            finally:
-                done()
-
-        response.body = FileBody(body.fd, body.offset, body.length, close)
-    elif isinstance(body, StreamBody):
-        inner_aclose = body.aclose
-
-        async def aclose() -> None:
-            try:
-                if inner_aclose is not None:
-                    await inner_aclose()
-            finally:
-                done()
-
-        response.body = StreamBody(body.chunks, body.length, aclose)
-    else:
-        done()
-    return response
 
 
 def _is_loopback(address: str) -> bool:

@@ -20,7 +20,7 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
@@ -31,11 +31,13 @@ from sidecar.http.messages import Response, StreamBody
 from sidecar.logs import get_logger, log_event
 from sidecar.oci import Digest, NotAManifest, load_manifest
 from sidecar.oci.mediatypes import MAX_MANIFEST_BYTES
+from sidecar.registry.bodies import on_body_done
 from sidecar.registry.handler import LOCAL_ONLY_HEADER, Relay
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.pulls import PullRecord
 from sidecar.registry.routes import BlobRequest, ManifestRequest
 from sidecar.routing.router import Router
+from sidecar.security import Gate
 from sidecar.topology.modes import CrossRegion, TopologyMode
 from sidecar.topology.policy import RankedProvider, TopologyPolicy, eligibility, rank_providers
 
@@ -63,8 +65,27 @@ class PeerRelay(Relay):
     book: PeerBook
     on_mismatch: Callable[[Digest], Awaitable[object]] | None = None  # Store.abort_ingests
     headers_timeout: float = 5.0
+    relays: Gate = field(default_factory=lambda: Gate("relays", 64))  # --max-relays
+    max_per_peer: int = 8  # --max-relays-per-peer
+    auth_headers: Callable[[], list[tuple[str, str]]] = list  # the peer token, when configured
 
     async def fetch(
+        self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
+    ) -> Response | None:
+        if not self.relays.try_enter():
+            record.reason = f"relay limit reached ({self.relays.capacity} at once)"
+            return None
+        try:
+            response = await self._fetch(plan, digest, byte_range, record)
+        except BaseException:
+            self.relays.leave()
+            raise
+        if response is None:
+            self.relays.leave()
+            return None
+        return on_body_done(response, self.relays.leave)
+
+    async def _fetch(
         self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
     ) -> Response | None:
         ranked = await self._providers(digest, record)
@@ -111,7 +132,17 @@ class PeerRelay(Relay):
             record.reason = "every holder recently sent corrupt data (quarantined)"
             return []
         candidates = trusted
-        ranked = rank_providers(me, candidates, self.book.snapshot(), self.policy, now=time.monotonic())
+        stats = self.book.snapshot()
+        ranked = rank_providers(me, candidates, stats, self.policy, now=time.monotonic())
+        cap = self.max_per_peer
+        busy = [p for p in ranked if p.peer.name in stats and stats[p.peer.name].in_flight >= cap]
+        if busy:
+            if self.relays.reporter is not None:
+                self.relays.reporter.hit("relays_per_peer", capacity=self.max_per_peer, peers=len(busy))
+            if len(busy) == len(ranked):
+                record.reason = f"every holder already serves {self.max_per_peer} relays to this node"
+                return []
+            ranked = [p for p in ranked if p not in busy]
         if not ranked:
             refused = {eligibility(me, peer, self.policy).reason for peer in candidates}
             record.reason = "forbidden by policy: " + "; ".join(sorted(refused))
@@ -159,7 +190,7 @@ class PeerRelay(Relay):
         send: MemoryObjectSendStream[tuple[RankedProvider, StreamedResponse | None]],
     ) -> None:
         peer = provider.peer
-        headers = [(LOCAL_ONLY_HEADER, "1")]
+        headers = [(LOCAL_ONLY_HEADER, "1"), *self.auth_headers()]
         if byte_range:
             headers.append(("range", byte_range))
         started = time.monotonic()
