@@ -30,9 +30,11 @@ from sidecar.registry.relay import PeerRelay
 from sidecar.routing.http_endpoint import peer_endpoint
 from sidecar.routing.http_transport import HttpPeerTransport
 from sidecar.routing.router import OneHopRouter, RoutingSettings
+from sidecar.security import Gate, LimitReporter, PeerTokens
 from sidecar.topology.admission import admit_request
 from sidecar.topology.modes import CrossRegion, TopologyMode
 from sidecar.topology.policy import TopologyPolicy
+from sidecar.topology.validation import policy_warnings
 
 log = get_logger("serve")
 
@@ -51,6 +53,11 @@ class Node:
     router: OneHopRouter | None = None
     book: PeerBook = field(default_factory=PeerBook)
     config_warnings: list[str] = field(default_factory=list)
+    limits: LimitReporter = field(default_factory=LimitReporter)
+    tokens: PeerTokens | None = None
+
+    def auth_headers(self) -> list[tuple[str, str]]:
+        return [self.tokens.header] if self.tokens is not None else []
 
     def current_membership(self) -> Membership | None:
         return self.source.current if self.source is not None else self.membership
@@ -90,10 +97,17 @@ def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
                 node_name=settings["node_name"] or "",
                 kubeconfig=Path(settings["kubeconfig"]) if settings["kubeconfig"] else None,
                 topology_mode=policy.mode,
+                address_family="ipv6" if ":" in settings["listen"][0] else "ipv4",
             )
         )
     handler.admit = _admission(node)
     handler.readiness = _readiness(node)
+    handler.uploads = Gate("peer_uploads", settings["max_peer_uploads"], node.limits)
+    if settings["peer_token_file"]:
+        node.tokens = PeerTokens(settings["peer_token_file"])  # TokenFileError names the setting
+        handler.peer_auth = node.tokens.accepts
+    for warning in policy_warnings(policy):
+        log_event(log, "config_warning", level=30, warning=warning)
     return node
 
 
@@ -174,14 +188,19 @@ async def _start_peering(node: Node, client: PeerClient, tg: TaskGroup, changes:
     membership: Membership = await tg.start(source.run)
     router = OneHopRouter(
         membership,
-        HttpPeerTransport(client, port),
-        RoutingSettings(advertise_interval=settings["advertise_interval"]),
+        HttpPeerTransport(client, port, extra_headers=node.auth_headers),
+        RoutingSettings(
+            advertise_interval=settings["advertise_interval"], max_entries=settings["index_max_entries"]
+        ),
     )
     node.router = router
     node.handler.peer_handler = peer_endpoint(lambda: router.service)  # type: ignore[assignment]
     node.handler.relay = PeerRelay(
         router, node.current_membership, node.policy, client, port, node.book,
         on_mismatch=node.store.abort_ingests,
+        relays=Gate("relays", settings["max_relays"], node.limits),
+        max_per_peer=settings["max_relays_per_peer"],
+        auth_headers=node.auth_headers,
     )
 
     async def advertise_local_content() -> None:
