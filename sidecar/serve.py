@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 from sidecar.cluster import ClusterConfig, Membership, MembershipSource
 from sidecar.containerd import ContainerdStore, Store
 from sidecar.containerd.cri_config import check_cri_config, read_cri_config
+from sidecar.debug import Observability, observe, start_observability
 from sidecar.http import HttpServer, ServerLimits
 from sidecar.http.client import PeerClient
 from sidecar.logs import get_logger, log_event
@@ -55,6 +56,7 @@ class Node:
     config_warnings: list[str] = field(default_factory=list)
     limits: LimitReporter = field(default_factory=LimitReporter)
     tokens: PeerTokens | None = None
+    observability: Observability | None = None  # metrics, /metrics and /_lokal/debug/ (sidecar/debug)
 
     def auth_headers(self) -> list[tuple[str, str]]:
         return [self.tokens.header] if self.tokens is not None else []
@@ -108,6 +110,7 @@ def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
         handler.peer_auth = node.tokens.accepts
     for warning in policy_warnings(policy):
         log_event(log, "config_warning", level=30, warning=warning)
+    node.observability = observe(node)
     return node
 
 
@@ -164,6 +167,8 @@ async def run_node(
         if isinstance(node.store, ContainerdStore):
             tg.start_soon(check_containerd_config, node)
         await tg.start(node.server.serve, settings["listen"])
+        if node.observability is not None:
+            await start_observability(node, node.observability, tg)
         if node.source is not None:
             await _start_peering(node, client, tg, changes)
         task_status.started()

@@ -64,6 +64,10 @@ def _listen(value: str, setting: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _optional_listen(value: str, setting: str) -> tuple[str, int] | None:
+    return _listen(value, setting) if value.strip() else None
+
+
 def _registries(value: str, setting: str) -> tuple[str, ...] | None:
     return None if value.strip() == "*" else parse_registries(value, setting)
 
@@ -120,6 +124,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("idle-timeout", "60", _positive(float), "seconds an idle keep-alive connection stays open"),
     Option("max-connections", "1024", _positive(int), "connections served at once; more get 503"),
     Option("drain-timeout", "10", _positive(float), "seconds in-flight responses get on SIGTERM"),
+    Option("metrics-listen", "", _optional_listen,
+           "also serve /metrics on this HOST:PORT, to anyone who reaches it (default: only on --listen)"),
     Option("log-format", "json", _choice("json", "text"), "json lines for kubectl logs, or text"),
     Option("log-level", "info", _choice("debug", "info", "warning", "error"), "log level"),
 )

@@ -1,0 +1,295 @@
+"""`lokal where`: for each blob of an image, the nodes that hold it and the order lokal would try them in,
+with each entry's tier and the policy's reason. The answer to "why did this pull go upstream?".
+
+Rules:
+- `plan_sources` is pure and follows the relay's own choice (sidecar/registry/relay.py): the local store
+  first, then `rank_providers` over the holders the index names, at most `MAX_PROVIDERS_TRIED` of them;
+  holders the policy refuses are listed with `eligibility`'s reason.
+- `where_report` asks the index about every region the membership knows, even when the policy would not
+  cross: a holder in another region then shows up as refused, with the reason, instead of being invisible.
+- Manifests are read from the local store, else through the node's relay (verified like any relay).
+  Tags resolve only locally, as in the registry path; a tag this node lacks is an error that says so.
+- Bounded: at most `MAX_ENTRIES` blobs and `MAX_DEPTH` manifest levels.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sidecar.cluster.model import Membership, Peer
+from sidecar.containerd import StoreUnavailable
+from sidecar.debug.view import NodeView
+from sidecar.oci import (
+    Digest,
+    InvalidDigest,
+    NotAManifest,
+    children,
+    is_registry_host,
+    is_repository_name,
+    load_manifest,
+    parse_digest,
+)
+from sidecar.oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES
+from sidecar.oci.reference import is_tag
+from sidecar.registry.pulls import PullRecord
+from sidecar.registry.relay import MAX_PROVIDERS_TRIED
+from sidecar.registry.routes import ManifestRequest
+from sidecar.topology.policy import PeerStats, TopologyPolicy, eligibility, rank_providers
+from sidecar.topology.tiers import Tier
+
+MAX_ENTRIES = 256
+MAX_DEPTH = 4
+DEFAULT_REGISTRY = "docker.io"
+PLACEHOLDER_REPOSITORY = "lokal/where"  # peers serve by digest; a bare digest still needs a valid path
+
+
+class BadTarget(ValueError):
+    """The IMAGE|DIGEST argument cannot be parsed; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    registry: str
+    repository: str
+    tag: str | None
+    digest: Digest | None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    node: str
+    tier: str
+    region: str
+    zone: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePlan:
+    order: tuple[Source, ...]  # what lokal would try, best first
+    refused: tuple[Source, ...]  # holders the policy forbids, each with its reason
+    strangers: tuple[str, ...]  # holders named by the index that are not in the membership
+    verdict: str  # "local" | "peer" | "upstream"
+    why: str
+
+
+def parse_target(text: str, default_registry: str = DEFAULT_REGISTRY) -> Target:
+    """`sha256:...`, or `[registry/]repository[:tag][@digest]` (docker.io's `library/` rule included)."""
+    text = text.strip()
+    if not text:
+        raise BadTarget("give an image reference or a digest")
+    if text.startswith("sha256:") or text.startswith("sha512:"):
+        return Target("", "", None, _digest(text))
+    name, _, digest_text = text.partition("@")
+    digest = _digest(digest_text) if digest_text else None
+    tag: str | None = None
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, _, tag = name.rpartition(":")
+        if not is_tag(tag):
+            raise BadTarget(f"invalid tag {tag[:80]!r}")
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        registry, repository = first, rest
+    else:
+        registry, repository = default_registry, name
+        if registry == "docker.io" and "/" not in repository:
+            repository = f"library/{repository}"
+    if not is_registry_host(registry):
+        raise BadTarget(f"invalid registry {registry[:80]!r}")
+    if not is_repository_name(repository):
+        raise BadTarget(f"invalid repository name {repository[:80]!r}")
+    if digest is None and tag is None:
+        tag = "latest"
+    return Target(registry, repository, tag, digest)
+
+
+def _digest(text: str) -> Digest:
+    try:
+        return parse_digest(text)
+    except InvalidDigest as exc:
+        raise BadTarget(str(exc)) from None
+
+
+def plan_sources(
+    me: Peer,
+    holders: Sequence[str],
+    membership: Membership,
+    stats: Mapping[str, PeerStats],
+    policy: TopologyPolicy,
+    *,
+    now: float,
+    held_locally: bool,
+) -> SourcePlan:
+    """The order the relay would try the holders in, what the policy refuses, and the verdict."""
+    order: list[Source] = []
+    if held_locally:
+        here = "in this node's content store"
+        order.append(Source(me.name, Tier.SAME_NODE.value, me.region, me.zone, here))
+    candidates = [membership.peers[n] for n in holders if n in membership.peers and n != me.name]
+    strangers = tuple(n for n in holders if n not in membership.peers)
+    ranked = rank_providers(me, candidates, stats, policy, now=now)
+    for position, provider in enumerate(ranked):
+        reason = provider.reason
+        if position >= MAX_PROVIDERS_TRIED:
+            reason += f"; not tried (the relay asks at most {MAX_PROVIDERS_TRIED})"
+        peer = provider.peer
+        order.append(Source(peer.name, provider.tier.value, peer.region, peer.zone, reason))
+    allowed = {r.peer.name for r in ranked}
+    refused: list[Source] = []
+    for peer in candidates:
+        if peer.name in allowed or any(s.node == peer.name for s in refused):
+            continue
+        verdict = eligibility(me, peer, policy)
+        refused.append(Source(peer.name, verdict.tier.value, peer.region, peer.zone, verdict.reason))
+    if held_locally:
+        return SourcePlan(tuple(order), tuple(refused), strangers, "local", "held by this node")
+    if ranked:
+        best = ranked[0]
+        return SourcePlan(tuple(order), tuple(refused), strangers, "peer",
+                          f"relayed from {best.peer.name} ({best.tier.value})")
+    if refused:
+        why = "forbidden by policy: " + "; ".join(sorted({s.reason for s in refused}))
+    elif strangers:
+        why = "only nodes outside the membership hold it"
+    else:
+        why = "no node holds it"
+    return SourcePlan(tuple(order), tuple(refused), strangers, "upstream", why)
+
+
+# -- the I/O shell ------------------------------------------------------------------------------------
+
+
+async def where_report(node: NodeView, text: str) -> dict[str, Any]:
+    """Every blob of `text`'s image with its sources; raises BadTarget for an unusable argument."""
+    mirrored = node.settings.get("mirrored_registries") or ()
+    target = parse_target(text, DEFAULT_REGISTRY)
+    registry = target.registry or (mirrored[0] if mirrored else DEFAULT_REGISTRY)
+    repository = target.repository or PLACEHOLDER_REPOSITORY
+    root = target.digest
+    if root is None:
+        assert target.tag is not None
+        try:
+            root = await node.store.resolve_tag(registry, repository, target.tag)
+        except StoreUnavailable:
+            root = None
+        if root is None:
+            raise BadTarget(f"{registry}/{repository}:{target.tag} is not held on this node, and lokal "
+                            "resolves tags only from the local store: pass IMAGE@DIGEST or the digest")
+    walker = _Walker(node, registry, repository)
+    await walker.visit(root, None, None, depth=0, bare=target.repository == "")
+    membership = node.current_membership()
+    me = membership.me if membership else None
+    return {
+        "target": text,
+        "registry": registry,
+        "repository": repository,
+        "digest": str(root),
+        "node": me.name if me else node.settings.get("node_name"),
+        "mode": node.policy.mode.value,
+        "cross_region": node.policy.cross_region.value,
+        "blobs": walker.entries,
+        "truncated": walker.truncated,
+    }
+
+
+class _Walker:
+    def __init__(self, node: NodeView, registry: str, repository: str) -> None:
+        self.node, self.registry, self.repository = node, registry, repository
+        self.entries: list[dict[str, Any]] = []
+        self.truncated = False
+        self.seen: set[Digest] = set()
+
+    async def visit(
+        self, digest: Digest, media_type: str | None, size: int | None, *, depth: int, bare: bool = False,
+        kind: str | None = None,
+    ) -> None:
+        if digest in self.seen:
+            return
+        if len(self.entries) >= MAX_ENTRIES:
+            self.truncated = True
+            return
+        self.seen.add(digest)
+        could_be_manifest = kind in (None, "manifest", "index")
+        data = await self._manifest(digest) if could_be_manifest else None
+        if data is not None:
+            media_type, _ = load_manifest(data)
+            kind = "index" if media_type in INDEX_TYPES else "manifest"
+            size = len(data)
+        elif kind is None:
+            kind = "blob" if bare else "manifest"
+        entry = await self._entry(digest, kind, media_type, size)
+        if data is None and kind in ("manifest", "index"):
+            entry["note"] = "manifest not readable here or from a peer: its blobs are not listed"
+        self.entries.append(entry)
+        if data is None or depth >= MAX_DEPTH:
+            return
+        try:
+            parent_type, descriptors = children(data)
+        except NotAManifest:
+            return
+        for position, child in enumerate(descriptors):
+            if parent_type in INDEX_TYPES or child.media_type in INDEX_TYPES | MANIFEST_TYPES:
+                child_kind = "index" if child.media_type in INDEX_TYPES else "manifest"
+            else:
+                child_kind = "config" if position == 0 else "layer"
+            await self.visit(child.digest, child.media_type, child.size, depth=depth + 1, kind=child_kind)
+
+    async def _entry(
+        self, digest: Digest, kind: str, media_type: str | None, size: int | None
+    ) -> dict[str, Any]:
+        node = self.node
+        membership = node.current_membership()
+        me = membership.me if membership else None
+        held = await self._held(digest)
+        entry: dict[str, Any] = {"digest": str(digest), "short": digest.short, "kind": kind,
+                                 "media_type": media_type, "size": size, "held_locally": held}
+        if membership is None or me is None:
+            entry.update(holders=[], order=[], refused=[], strangers=[],
+                         verdict="local" if held else "upstream",
+                         why="held by this node" if held else "membership not known yet")
+            return entry
+        holders: tuple[str, ...] = ()
+        if node.router is not None:
+            other_regions = [r for r in membership.regions() if r and r != me.region]
+            try:
+                holders = tuple(await node.router.lookup(str(digest), other_regions))
+            except Exception as exc:  # a failed lookup is a miss, as in the relay
+                entry["lookup_error"] = str(exc)[:200]
+        plan = plan_sources(me, holders, membership, node.book.snapshot(), node.policy,
+                            now=time.monotonic(), held_locally=held)
+        entry.update(
+            holders=list(holders),
+            order=[asdict(s) for s in plan.order],
+            refused=[asdict(s) for s in plan.refused],
+            strangers=list(plan.strangers),
+            verdict=plan.verdict,
+            why=plan.why,
+        )
+        return entry
+
+    async def _held(self, digest: Digest) -> bool:
+        try:
+            return await self.node.store.info(digest) is not None
+        except StoreUnavailable:
+            return str(digest) in self.node.store.keys()  # noqa: SIM118 (a frozenset, not a dict)
+
+    async def _manifest(self, digest: Digest) -> bytes | None:
+        try:
+            manifest = await self.node.store.read_manifest(digest)
+        except StoreUnavailable:
+            manifest = None
+        if manifest is not None:
+            return manifest.data
+        record = PullRecord("manifest", "GET", self.repository, self.registry, digest.short, "lokal-where")
+        plan = ManifestRequest(self.registry, self.repository, digest)
+        try:
+            response = await self.node.handler.relay.fetch(plan, digest, None, record)
+        except Exception:  # where is a report: a broken relay is a missing manifest, never a crash
+            return None
+        if response is None or not isinstance(response.body, bytes):
+            return None
+        return response.body
