@@ -240,12 +240,16 @@ class LabCluster:
         for parts, offset in procs:
             self._wait_listening(parts, offset, timeout)
 
-    def stop_lokal(self, node: str) -> int | None:
-        """SIGTERM `node`'s lokal (by PID) and wait for it; returns its exit code."""
+    def stop_lokal(self, node: str, *, kill: bool = False) -> int | None:
+        """Stop `node`'s lokal by PID and wait for it; returns its exit code. SIGTERM lets it drain;
+        `kill=True` sends SIGKILL at once, as a crashed node would stop."""
         parts = self._node(node)
         if parts.lokal is None:
             return None
-        self.lab.processes.stop(parts.lokal)
+        if kill and parts.lokal.poll() is None:
+            parts.lokal.kill()
+            parts.lokal.wait(timeout=10)
+        self.lab.processes.stop(parts.lokal)  # also forgets it
         code = parts.lokal.returncode
         parts.lokal = None
         return code
@@ -344,6 +348,7 @@ class LabCluster:
         flags = {
             "--listen": f"0.0.0.0:{LOKAL_PORT}",
             "--containerd-socket": str(self.containerd(node).socket),
+            "--config-path": str(self.containerd(node).certs_d),  # where this node's hosts.toml live
             "--mirrored-registries": self.registry_name,
             "--discovery": self.discovery,
             "--node-name": node,
