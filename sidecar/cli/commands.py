@@ -9,5 +9,5 @@ def commands() -> list[ModuleType]:
     # Imported lazily so that `lokal configure` does not pay for grpc or the Kubernetes client.
     import importlib
 
-    names = ["serve", "configure", "cleanup", "demo"]
+    names = ["serve", "configure", "cleanup", "status", "where", "demo"]
     return [importlib.import_module(f"sidecar.cli.{name}") for name in names]
