@@ -78,14 +78,15 @@ def classify(record: PullRecord, asker_tier: str = Tier.SAME_NODE.value) -> Pull
 def asker_tier(client: str, membership: Membership | None) -> str:
     """The tier of the node a request came from, by its source address."""
     address = normalize_address(client)
-    if address is not None and ipaddress.ip_address(address).is_loopback:
+    if address is None:
+        return Tier.UNKNOWN.value
+    me = membership.me if membership is not None else None
+    peer = membership.by_address(address) if membership is not None else None
+    if me is not None and peer is not None:  # members first: a lab's nodes may sit on 127.0.0.x
+        return tier_of(me, peer).value
+    if ipaddress.ip_address(address).is_loopback:
         return Tier.SAME_NODE.value
-    if membership is None or membership.me is None or address is None:
-        return Tier.UNKNOWN.value
-    peer = membership.by_address(address)
-    if peer is None:
-        return Tier.UNKNOWN.value
-    return tier_of(membership.me, peer).value
+    return Tier.UNKNOWN.value
 
 
 def apply(metrics: Metrics, outcome: PullOutcome) -> None:
