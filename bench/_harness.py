@@ -1,0 +1,424 @@
+"""Shared parts of lokal's serving benchmarks (`bench/serve.py`, `bench/store_read.py`).
+
+Two halves:
+- Pure logic (no sockets, no clock, no files): reading wrk's output, nginx's config text, wrk's Lua
+  script, the rotation of server order per round, per-round ratios and their medians.
+- Thin I/O shells: a private containerd holding a freshly built image (pulled through CRI from a real
+  docker-registry, so that its content store looks like a node's), server CPU from /proc/PID/stat, a
+  bounded wrk run, and a verifying HTTP fetch.
+
+Rules:
+- Every process is started through the caller's `ProcessGroup` and stopped by PID with it.
+- Traffic goes to 127.0.0.1 only. Every load is bounded in time (wrk -d, plus a subprocess timeout).
+- Figures are compared within one run: callers interleave servers per round and report medians of
+  per-round ratios (docs: ../shared/docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import math
+import os
+import random
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sidecar.lab.containerd import ContainerdInstance  # noqa: E402
+from sidecar.lab.cri import CriClient  # noqa: E402
+from sidecar.lab.images import (  # noqa: E402
+    OCI_CONFIG,
+    OCI_LAYER_TAR,
+    OCI_MANIFEST,
+    Blob,
+    BuiltImage,
+    push_image,
+)
+from sidecar.lab.processes import ProcessGroup, wait_for  # noqa: E402
+from sidecar.lab.registry import RegistryInstance  # noqa: E402
+
+# The upstream registry's name as containerd and lokal see it (hosts.toml maps it to the lab registry).
+REGISTRY_NAME = "registry.bench.test"
+REPOSITORY = "bench/serve"
+TAG = "v1"
+MiB = 1 << 20
+GiB = 1 << 30
+
+# ---- pure logic -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    bytes: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: str
+
+
+_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+_TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def parse_wrk(text: str) -> WrkResult:
+    """wrk's text report (with --latency) as numbers; raises ValueError if it is not one."""
+    summary = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m), ([\d.]+)(B|KB|MB|GB|TB) read", text)
+    if summary is None:
+        raise ValueError(f"not a wrk report:\n{text[-2000:]}")
+    seconds = float(summary.group(2)) * _TIME_UNITS[summary.group(3)] / 1e3
+    p99 = re.search(r"^\s*99(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.MULTILINE)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket_errors = re.search(r"Socket errors: (.*)", text)
+    return WrkResult(
+        requests=int(summary.group(1)),
+        seconds=seconds,
+        bytes=float(summary.group(4)) * _UNITS[summary.group(5)],
+        p99_ms=float(p99.group(1)) * _TIME_UNITS[p99.group(2)] if p99 else math.nan,
+        non_2xx=int(errors.group(1)) if errors else 0,
+        socket_errors=socket_errors.group(1).strip() if socket_errors else "",
+    )
+
+
+def wrk_cycle_script(paths: Sequence[str]) -> str:
+    """A wrk Lua script that requests `paths` in turn, over and over (each thread from its own start)."""
+    if not paths:
+        raise ValueError("wrk_cycle_script needs at least one path")
+    for path in paths:
+        if not path.startswith("/") or any(c in path for c in '"\\\r\n'):
+            raise ValueError(f"unsafe path for a Lua string: {path!r}")
+    items = ",\n  ".join(f'"{p}"' for p in paths)
+    return (
+        f"local paths = {{\n  {items}\n}}\n"
+        "local n = 0\n"
+        "request = function()\n"
+        "  n = n + 1\n"
+        '  return wrk.format("GET", paths[(n % #paths) + 1])\n'
+        "end\n"
+    )
+
+
+def nginx_config(prefix: Path, port: int, blob_dir: Path) -> str:
+    """nginx, one worker, sendfile + tcp_nopush, serving containerd's blob files at registry blob paths
+    (`/v2/<repo>/blobs/sha256:<hex>` -> `<blob_dir>/<hex>`)."""
+    return f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        location ~ "^/v2/.+/blobs/sha256:([0-9a-f]{{64}})$" {{
+            alias {blob_dir}/$1;
+        }}
+        location / {{ return 404; }}
+    }}
+}}
+"""
+
+
+def rotated(names: Sequence[str], round_index: int) -> list[str]:
+    """The order of `names` in round `round_index`: rotated by one each round (A B C, B C A, C A B), so
+    that no server always runs first, after a cold pause, or right after a given other server."""
+    shift = round_index % len(names)
+    return [*names[shift:], *names[:shift]]
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator; NaN when either is missing or the denominator is zero."""
+    if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
+        return math.nan
+    return numerator / denominator
+
+
+def median(values: Iterable[float]) -> float:
+    """Median of the values that are numbers; NaN if none is."""
+    numbers = [v for v in values if not math.isnan(v)]
+    return statistics.median(numbers) if numbers else math.nan
+
+
+def per_round_ratios(
+    rounds: Sequence[dict[str, dict[str, float]]], subject: str, reference: str, keys: Sequence[str]
+) -> list[dict[str, float]]:
+    """For every round, subject/reference for every key."""
+    return [{k: ratio(row[subject][k], row[reference][k]) for k in keys} for row in rounds]
+
+
+def check_target(value: float, *, at_least: float | None = None, at_most: float | None = None) -> str:
+    """'pass', 'fail', or 'unknown' (NaN) for one figure against its bound."""
+    if math.isnan(value):
+        return "unknown"
+    if at_least is not None and value < at_least:
+        return "fail"
+    if at_most is not None and value > at_most:
+        return "fail"
+    return "pass"
+
+
+def rounded(document: object, digits: int = 4) -> object:
+    """A copy of a JSON-like document with floats rounded and NaN as None (valid JSON)."""
+    if isinstance(document, float):
+        return None if math.isnan(document) else round(document, digits)
+    if isinstance(document, dict):
+        return {k: rounded(v, digits) for k, v in document.items()}
+    if isinstance(document, list | tuple):
+        return [rounded(v, digits) for v in document]
+    return document
+
+
+# ---- I/O: processes, CPU, load ----------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (all its threads), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children (wrk runs are children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    wait_for(up, timeout, interval=0.05, what=f"{what} on 127.0.0.1:{port}")
+
+
+def run_wrk(
+    port: int, path: str, connections: int, threads: int, seconds: float, script: Path | None = None
+) -> WrkResult:
+    """One bounded wrk run against 127.0.0.1:`port` (`script` chooses the paths when given)."""
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
+    if script is not None:
+        argv += ["-s", str(script)]
+    argv.append(f"http://127.0.0.1:{port}{path}")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+    return parse_wrk(out.stdout)
+
+
+def fetch_sha256(port: int, path: str, timeout: float = 60.0) -> tuple[int, int, str]:
+    """GET 127.0.0.1:`port``path` in full: (status, body length, sha256 hex of the body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        digest = hashlib.sha256()
+        length = 0
+        while chunk := response.read(4 * MiB):
+            digest.update(chunk)
+            length += len(chunk)
+        return response.status, length, digest.hexdigest()
+    finally:
+        conn.close()
+
+
+def which_or_fail(tool: str) -> str:
+    found = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+    if found is None:
+        raise SystemExit(f"{tool} is not installed: run `bash bench/setup.sh` first")
+    return found
+
+
+# ---- I/O: a private containerd that holds an image, pulled like a node pulls -------------------------
+
+
+@dataclass
+class StoreLab:
+    """A docker-registry holding the image and a private containerd that pulled it through CRI."""
+
+    registry: RegistryInstance
+    containerd: ContainerdInstance
+    image: BuiltImage
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.containerd.content_root / "blobs" / "sha256"
+
+    @property
+    def layers(self) -> list[Blob]:
+        return self.image.layers["linux/amd64"]
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "registry_name": REGISTRY_NAME,
+            "repository": REPOSITORY,
+            "layers": [asdict(layer) for layer in self.layers],
+        }
+
+
+def prepare_store(group: ProcessGroup, base: Path, layer_sizes: Sequence[int], seed: int) -> StoreLab:
+    """Build an image with layers of `layer_sizes` (uncompressed tars of random bytes), push it to a
+    docker-registry, and pull it through CRI into a private containerd under `base`."""
+    started = time.monotonic()
+    layout = base / "layout"
+    image = build_streamed_image(layout, TAG, layer_sizes, seed=seed)
+    registry = RegistryInstance(base / "registry")
+    registry.start(group)
+    push_image(image, registry.address, REPOSITORY)
+    shutil.rmtree(layout)  # the registry and containerd hold their own copies now
+    containerd = ContainerdInstance(base / "containerd")
+    containerd.start(group)
+    containerd.write_hosts(REGISTRY_NAME, f"http://{registry.address}")
+    with CriClient(containerd.socket) as cri:
+        cri.pull(f"{REGISTRY_NAME}/{REPOSITORY}:{TAG}", timeout=600)
+    progress(f"store ready in {time.monotonic() - started:.1f}s ({sum(layer_sizes) / MiB:.0f} MiB of layers)")
+    return StoreLab(registry, containerd, image)
+
+
+class _RandomReader:
+    """`size` seeded random bytes, read in chunks (tarfile copies a member's data from it)."""
+
+    def __init__(self, rng: random.Random, size: int) -> None:
+        self._rng = rng
+        self._left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left)
+        self._left -= n
+        return self._rng.randbytes(n)
+
+
+class _HashingWriter:
+    """A write-only file that hashes what goes through it (tarfile needs write and tell)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._out.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def _write_blob(blobs_dir: Path, data: bytes, media_type: str) -> Blob:
+    hex_digest = hashlib.sha256(data).hexdigest()
+    (blobs_dir / hex_digest).write_bytes(data)
+    return Blob(f"sha256:{hex_digest}", len(data), media_type)
+
+
+def build_streamed_image(layout: Path, tag: str, layer_sizes: Sequence[int], seed: int) -> BuiltImage:
+    """Like `sidecar.lab.images.build_image` for one linux/amd64 image with uncompressed tar layers, but
+    each layer is streamed to disk in chunks: `build_image` holds a layer in memory and fails from
+    256 MiB on (`random.randbytes` overflows at 2**31 bits)."""
+    blobs_dir = layout / "blobs" / "sha256"
+    blobs_dir.mkdir(parents=True, exist_ok=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    layers: list[Blob] = []
+    for index, size in enumerate(layer_sizes):
+        rng = random.Random(seed * 1_000_003 + index)
+        partial = blobs_dir / f".partial-{index}"
+        with open(partial, "wb") as out:
+            writer = _HashingWriter(out)
+            with tarfile.open(
+                fileobj=writer,  # type: ignore[call-overload]
+                mode="w",
+                format=tarfile.PAX_FORMAT,
+                copybufsize=4 * MiB,
+            ) as tar:
+                info = tarfile.TarInfo(f"layer{index}.bin")
+                info.size = size
+                info.mode = 0o755
+                tar.addfile(info, _RandomReader(rng, size))
+        hex_digest = writer.sha256.hexdigest()
+        partial.rename(blobs_dir / hex_digest)
+        layers.append(Blob(f"sha256:{hex_digest}", writer.size, OCI_LAYER_TAR))
+    # Uncompressed layers: each diff_id is the layer's own digest.
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/layer0.bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
+        "history": [{"created_by": f"lokal bench image {tag} seed {seed}"}],
+    }
+    config_blob = _write_blob(blobs_dir, _compact_json(config), OCI_CONFIG)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": _descriptor(config_blob),
+        "layers": [_descriptor(layer) for layer in layers],
+    }
+    manifest_blob = _write_blob(blobs_dir, _compact_json(manifest), OCI_MANIFEST)
+    top = {
+        "schemaVersion": 2,
+        "manifests": [
+            {**_descriptor(manifest_blob), "annotations": {"org.opencontainers.image.ref.name": tag}}
+        ],
+    }
+    (layout / "index.json").write_text(json.dumps(top))
+    platform = "linux/amd64"
+    image = BuiltImage(layout, tag, target=manifest_blob)
+    image.manifests[platform] = manifest_blob
+    image.configs[platform] = config_blob
+    image.layers[platform] = layers
+    return image
+
+
+def _descriptor(blob: Blob) -> dict[str, object]:
+    return {"mediaType": blob.media_type, "digest": blob.digest, "size": blob.size}
+
+
+def _compact_json(document: object) -> bytes:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
