@@ -86,7 +86,8 @@ class NodeStateCollector(Collector):
                      s.absent_blobs)
         yield CounterMetricFamily("lokal_peers_marked_bad", "Peers marked bad (they sent wrong content)",
                                   value=s.peers_marked_bad)
-        yield _gauge("lokal_config_warnings", "Warnings about configuration and state (see lokal status)", s.config_warnings)
+        yield _gauge("lokal_config_warnings", "Warnings about configuration and state (see lokal status)",
+                     s.config_warnings)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

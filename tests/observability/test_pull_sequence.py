@@ -55,7 +55,8 @@ async def test_requests_on_the_pulling_node_count_each_outcome_at_its_tier(
     for (kind, result, tier), count in expected.items():
         assert cluster.sample("a", "lokal_requests_total", kind=kind, result=result, tier=tier) == count
     assert cluster.sample("a", "lokal_requests_total", kind="blob", result="peer", tier="same_region") == 0
-    assert cluster.sample("a", "lokal_peer_requests_total", kind="blob", result="local", tier="same_node") == 0
+    assert cluster.sample("a", "lokal_peer_requests_total", kind="blob", result="local",
+                          tier="same_node") == 0
 
 
 async def test_bytes_on_the_pulling_node_are_exact_by_tier_and_direction(
@@ -94,7 +95,8 @@ async def test_serving_nodes_count_what_they_served_at_the_asking_peers_tier(
     pulled: tuple[Lab, list[dict[str, object]]],
 ) -> None:
     cluster, _ = pulled
-    assert cluster.sample("b", "lokal_peer_requests_total", kind="blob", result="local", tier="same_zone") == 1
+    assert cluster.sample("b", "lokal_peer_requests_total", kind="blob", result="local",
+                          tier="same_zone") == 1
     assert cluster.sample("b", "lokal_bytes_total", direction="to_peer", tier="same_zone") == len(LAYER1)
     assert cluster.sample("d", "lokal_peer_requests_total", kind="blob", result="local",
                           tier="other_region") == 1
@@ -102,7 +104,8 @@ async def test_serving_nodes_count_what_they_served_at_the_asking_peers_tier(
     for name in ("b", "c", "d"):  # serving peers is not a containerd request: no hit ratio inflation
         for result in ("local", "peer", "miss"):
             for tier in ("same_node", "same_zone", "other_region", "upstream"):
-                assert cluster.sample(name, "lokal_requests_total", kind="blob", result=result, tier=tier) == 0
+                labels = {"kind": "blob", "result": result, "tier": tier}
+                assert cluster.sample(name, "lokal_requests_total", **labels) == 0
     assert cluster.finished("c") == 0  # b ranks first in a's zone; c is never asked
 
 
@@ -139,9 +142,11 @@ async def test_each_request_logs_one_json_pull_line_with_its_outcome(
     assert (zone["result"], zone["tier"], zone["provider"], zone["provider_zone"], zone["provider_region"],
             zone["bytes"], zone["attempts"]) == ("peer", "same_zone", "b", "z1", "r1", len(LAYER1), 1)
     assert (cross["result"], cross["tier"], cross["provider"], cross["provider_zone"],
-            cross["provider_region"], cross["bytes"]) == ("peer", "other_region", "d", "z3", "r2", len(LAYER3))
+            cross["provider_region"], cross["bytes"]) == (
+        "peer", "other_region", "d", "z3", "r2", len(LAYER3))
     assert isinstance(cross["mbps"], float) and cross["mbps"] > 0 and isinstance(cross["ms"], float)
-    assert (miss["result"], miss["tier"], miss["bytes"], miss["miss"]) == ("miss", "upstream", 0, "not_found")
+    assert (miss["result"], miss["tier"], miss["bytes"], miss["miss"]) == (
+        "miss", "upstream", 0, "not_found")
     assert miss["reason"] == "no peer in this region or others holds it"
     assert miss["lookup_ms"] is not None and local["lookup_ms"] is None
     assert {(line["provider"], line["result"], line["bytes"]) for line in served} == {
