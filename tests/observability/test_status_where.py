@@ -63,11 +63,21 @@ async def test_status_shows_the_node_policy_peers_by_zone_and_the_requests(
         assert doc["policy"] == "prefer, cross-region never"
         peers = {p["name"]: p for p in doc["peers"]}
         assert [p["name"] for p in doc["peers"]] == ["b", "c", "d"]  # by region, zone, name
-        assert (peers["b"]["health"], peers["b"]["tier"], peers["b"]["eligible"]) == ("ready", "same_zone", True)
+        assert (peers["b"]["health"], peers["b"]["tier"], peers["b"]["eligible"]) == (
+            "ready",
+            "same_zone",
+            True,
+        )
         assert (peers["c"]["health"], peers["c"]["eligible"], peers["c"]["policy"]) == (
-            "not_ready", False, "not ready")
+            "not_ready",
+            False,
+            "not ready",
+        )
         assert (peers["d"]["tier"], peers["d"]["eligible"], peers["d"]["policy"]) == (
-            "other_region", False, "cross-region never: region 'r2'")
+            "other_region",
+            False,
+            "cross-region never: region 'r2'",
+        )
         assert doc["index"]["keys_advertised"] == len(cluster.nodes["a"].store.keys())
         assert doc["containerd"]["state"] == "connected"
         requests = doc["requests"]
@@ -75,7 +85,9 @@ async def test_status_shows_the_node_policy_peers_by_zone_and_the_requests(
         assert requests["bytes_by_tier"] == {"same_node": len(CONFIG)}
         assert [r["result"] for r in requests["recent"]] == ["local", "miss"]
         assert requests["recent"][1]["reason"] == "forbidden by policy: not ready"
-        assert cluster.sample("a", "lokal_misses_total", ns=NS, kind="blob", reason="forbidden_by_policy") == 1
+        assert (
+            cluster.sample("a", "lokal_misses_total", ns=NS, kind="blob", reason="forbidden_by_policy") == 1
+        )
 
         code, text, _ = await cli(status_cli.run, capsys, server=server(cluster, "a"), json=False)
         assert code == 0
@@ -106,7 +118,9 @@ async def test_where_lists_each_blob_with_its_holders_in_the_order_lokal_tries_t
         assert layer3["verdict"] == "peer" and layer3["why"] == "relayed from d (other_region)"
         assert layer3["order"][0]["reason"].startswith("prefer: other_region")
 
-        code, text, _ = await cli(where_cli.run, capsys, target=IMAGE, server=server(cluster, "a"), json=False)
+        code, text, _ = await cli(
+            where_cli.run, capsys, target=IMAGE, server=server(cluster, "a"), json=False
+        )
         assert code == 0
         assert f"layer    {digest_of(LAYER1).short}" in text
         assert "    1. b " in text and "    2. c " in text
@@ -114,12 +128,19 @@ async def test_where_lists_each_blob_with_its_holders_in_the_order_lokal_tries_t
 
 async def test_where_names_the_policy_that_sends_a_blob_upstream(capsys: pytest.CaptureFixture[str]) -> None:
     async with lab(PEERS, HOLDINGS, NEVER, IMAGES) as cluster:
-        code, out, _ = await cli(where_cli.run, capsys, target=f"{NS}/app@{digest_of(MANIFEST)}",
-                                 server=server(cluster, "a"), json=True)
+        code, out, _ = await cli(
+            where_cli.run,
+            capsys,
+            target=f"{NS}/app@{digest_of(MANIFEST)}",
+            server=server(cluster, "a"),
+            json=True,
+        )
         assert code == 0
         layer3 = next(b for b in json.loads(out)["blobs"] if b["digest"] == str(digest_of(LAYER3)))
         assert layer3["order"] == [] and layer3["verdict"] == "upstream"
-        assert [(s["node"], s["reason"]) for s in layer3["refused"]] == [("d", "cross-region never: region 'r2'")]
+        assert [(s["node"], s["reason"]) for s in layer3["refused"]] == [
+            ("d", "cross-region never: region 'r2'")
+        ]
         assert layer3["why"] == "forbidden by policy: cross-region never: region 'r2'"
 
 
@@ -127,8 +148,13 @@ async def test_where_on_a_node_without_the_manifest_reads_it_through_a_peer(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     async with lab(PEERS, HOLDINGS, images=IMAGES) as cluster:
-        code, out, _ = await cli(where_cli.run, capsys, target=f"{NS}/app@{digest_of(MANIFEST)}",
-                                 server=server(cluster, "d"), json=True)
+        code, out, _ = await cli(
+            where_cli.run,
+            capsys,
+            target=f"{NS}/app@{digest_of(MANIFEST)}",
+            server=server(cluster, "d"),
+            json=True,
+        )
         assert code == 0
         blobs = json.loads(out)["blobs"]
         assert len(blobs) == 5
@@ -143,11 +169,13 @@ async def test_where_explains_a_tag_this_node_lacks_and_a_bad_reference(
     async with lab(PEERS, HOLDINGS, images=IMAGES) as cluster:
         code, _, err = await cli(where_cli.run, capsys, target=IMAGE, server=server(cluster, "b"), json=True)
         assert code == 1 and "resolves tags only from the local store" in err
-        code, _, err = await cli(where_cli.run, capsys, target="sha256:zz", server=server(cluster, "a"),
-                                 json=True)
+        code, _, err = await cli(
+            where_cli.run, capsys, target="sha256:zz", server=server(cluster, "a"), json=True
+        )
         assert code == 1 and "400" in err
-        code, out, _ = await cli(where_cli.run, capsys, target=str(digest_of(LAYER1)),
-                                 server=server(cluster, "a"), json=True)
+        code, out, _ = await cli(
+            where_cli.run, capsys, target=str(digest_of(LAYER1)), server=server(cluster, "a"), json=True
+        )
         assert code == 0
         [only] = json.loads(out)["blobs"]
         assert only["kind"] == "blob" and [s["node"] for s in only["order"]] == ["b", "c"]
