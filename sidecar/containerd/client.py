@@ -136,7 +136,13 @@ class ContainerdClient:
             response = await self._content.ListStatuses(
                 content_pb2.ListStatusesRequest(), metadata=self._metadata, timeout=CALL_TIMEOUT
             )
-            refs = [status.ref for status in response.statuses if status.expected == str(digest)]
+            # containerd 1.6 keeps no `expected` in ingest statuses; its fetcher names the ingest
+            # "<kind>-<digest>" (layer-sha256:..., manifest-sha256:...), so match the ref too.
+            refs = [
+                status.ref
+                for status in response.statuses
+                if status.expected == str(digest) or status.ref.endswith(f"-{digest}")
+            ]
             for ref in refs:
                 await self._content.Abort(
                     content_pb2.AbortRequest(ref=ref), metadata=self._metadata, timeout=CALL_TIMEOUT

@@ -339,7 +339,9 @@ class _RelayBody:
                       digest=self.digest.short, reason="blob digest mismatch")
             if self.relay.on_mismatch is not None:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await self.relay.on_mismatch(self.digest)
+                    aborted = await self.relay.on_mismatch(self.digest)
+                    log_event(log, "ingest_aborted", level=30, digest=self.digest.short, ingests=aborted,
+                              why="containerd would resume on top of the corrupt prefix")
             raise DigestMismatch(f"{self.digest.short} from {self.provider.peer.name} does not match")
         if held:
             yield held
