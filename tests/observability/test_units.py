@@ -1,0 +1,147 @@
+"""The pure parts: miss categories, what one finished request counts, target parsing, warnings, the
+label bound; and the two /metrics doors (main listener, --metrics-listen) and the debug door's rule."""
+
+from __future__ import annotations
+
+import argparse
+
+import anyio
+import pytest
+
+from sidecar.containerd import MemoryStore
+from sidecar.debug import parse_target, start_observability
+from sidecar.debug.warnings import settings_warnings
+from sidecar.debug.where import BadTarget
+from sidecar.http.client import PeerClient
+from sidecar.http.messages import Request
+from sidecar.metrics.definitions import NsLabels
+from sidecar.metrics.pulls import classify
+from sidecar.registry.pulls import PullRecord, miss_category
+from sidecar.registry.routes import OperatorCall
+from sidecar.serve import build_node
+from sidecar.settings import resolve
+
+
+def record(**fields: object) -> PullRecord:
+    base = PullRecord("blob", "GET", "app", "registry.example", "sha256:abc", "127.0.0.1")
+    for name, value in fields.items():
+        setattr(base, name, value)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("reason", "category"),
+    [
+        ("no peer in this region holds it", "not_found"),
+        ("forbidden by policy: cross-region never: region 'r2'", "forbidden_by_policy"),
+        ("all 3 providers failed", "providers_failed"),
+        ("b sent a manifest that does not match its digest", "providers_failed"),
+        ("membership not known yet", "no_membership"),
+        ("no peer discovery (--discovery none)", "no_discovery"),
+        ("containerd unavailable: socket gone", "containerd_unavailable"),
+    ],
+)
+def test_a_miss_reason_maps_to_one_bounded_category(reason: str, category: str) -> None:
+    assert miss_category(reason) == category
+
+
+def test_a_relay_cut_off_mid_body_counts_the_bytes_sent_as_an_error_at_its_tier() -> None:
+    cut = record(result="error", tier="same_zone", provider="b", bytes=1000, responded_at=1.0)
+    outcome = classify(cut)
+    assert (outcome.counter, outcome.result, outcome.tier) == ("requests", "error", "same_zone")
+    assert outcome.bytes == (("to_containerd", "same_zone", 1000), ("from_peer", "same_zone", 1000))
+    assert outcome.ttfb is None and outcome.transfer is None and outcome.miss is None
+
+
+def test_a_head_request_counts_no_bytes_and_no_transfer_time() -> None:
+    head = record(method="HEAD", result="local", tier="same_node", status=200, bytes=500)
+    head.finish()
+    outcome = classify(head)
+    assert outcome.bytes == () and outcome.transfer is None and outcome.ttfb is None
+
+
+def test_a_request_served_to_a_peer_never_counts_as_containerds() -> None:
+    served = record(for_peer=True, result="local", tier="same_node", bytes=42)
+    outcome = classify(served, "other_region")
+    assert (outcome.counter, outcome.tier, outcome.bytes) == (
+        "peer_requests",
+        "other_region",
+        (("to_peer", "other_region", 42),),
+    )
+
+
+def test_the_ns_label_is_capped() -> None:
+    bound = NsLabels(limit=2)
+    assert [bound(n) for n in ("a.io", "b.io", "c.io", "a.io")] == ["a.io", "b.io", "other", "a.io"]
+
+
+@pytest.mark.parametrize(
+    ("text", "registry", "repository", "tag", "has_digest"),
+    [
+        ("nginx", "docker.io", "library/nginx", "latest", False),
+        ("nginx:1.27", "docker.io", "library/nginx", "1.27", False),
+        ("ghcr.io/org/app:v1", "ghcr.io", "org/app", "v1", False),
+        ("localhost:5000/app@sha256:" + "a" * 64, "localhost:5000", "app", None, True),
+        ("sha256:" + "b" * 64, "", "", None, True),
+    ],
+)
+def test_where_targets_parse_like_image_references(
+    text: str, registry: str, repository: str, tag: str | None, has_digest: bool
+) -> None:
+    target = parse_target(text)
+    assert (target.registry, target.repository, target.tag) == (registry, repository, tag)
+    assert (target.digest is not None) == has_digest
+
+
+@pytest.mark.parametrize("text", ["", "Upper/Case:v1", "app:bad tag", "sha256:short", "app@sha256:zz"])
+def test_a_bad_where_target_is_a_clear_error(text: str) -> None:
+    with pytest.raises(BadTarget):
+        parse_target(text)
+
+
+def test_settings_warnings_name_the_settings_involved() -> None:
+    warnings = settings_warnings(
+        {"topology_mode": "isolate", "cross_region": "always", "resolve_latest": True}
+    )
+    assert any("--cross-region always" in w for w in warnings)
+    assert any("--resolve-latest" in w for w in warnings)
+    assert settings_warnings({"topology_mode": "prefer", "cross_region": "never"}) == []
+
+
+@pytest.mark.anyio
+async def test_metrics_are_served_on_the_main_listener_and_on_metrics_listen() -> None:
+    env = {"LOKAL_DISCOVERY": "none", "LOKAL_LISTEN": "127.0.0.1:0", "LOKAL_METRICS_LISTEN": "127.0.0.1:0"}
+    node = build_node(resolve(argparse.Namespace(), env=env), MemoryStore())
+    assert node.observability is not None
+    async with anyio.create_task_group() as tg, PeerClient() as client:
+        _, port = await tg.start(node.server.serve, ("127.0.0.1", 0))
+        await start_observability(node, node.observability, tg)
+        assert node.observability.metrics_server is not None
+        address = node.observability.metrics_server.address
+        assert address is not None
+        for target_port in (port, address[1]):
+            response = await client.get("127.0.0.1", target_port, "/metrics")
+            async with response:
+                text = (await response.read(1 << 20)).decode()
+            assert response.status == 200 and "lokal_node_info{" in text
+        response = await client.get("127.0.0.1", address[1], "/v2/")
+        async with response:
+            await response.read(1 << 16)
+        assert response.status == 404  # the metrics listener serves nothing else
+        await node.observability.metrics_server.shutdown()
+        await node.server.shutdown()
+
+
+@pytest.mark.anyio
+async def test_the_debug_pages_answer_loopback_clients_only() -> None:
+    env = {"LOKAL_DISCOVERY": "none", "LOKAL_LISTEN": "127.0.0.1:0"}
+    node = build_node(resolve(argparse.Namespace(), env=env), MemoryStore())
+    assert node.observability is not None
+    endpoint = node.observability.endpoint
+
+    def request(client: str) -> Request:
+        return Request("GET", "/_lokal/debug/status", "/_lokal/debug/status", "", [], "1.1", (client, 1))
+
+    assert (await endpoint(request("10.0.0.7"), OperatorCall("debug", "status"))).status == 403
+    assert (await endpoint(request("127.0.0.1"), OperatorCall("debug", "status"))).status == 200
+    assert (await endpoint(request("10.0.0.7"), OperatorCall("metrics"))).status == 200  # admit decides
