@@ -1,22 +1,40 @@
-"""Capped exponential backoff with full jitter. Pure apart from the random source, which is injectable."""
+"""Exponential backoff with jitter for the Node watch, reset after a healthy period.
+
+Rules:
+- Pure: the caller passes the current monotonic time and a random source; nothing sleeps here.
+- Delays double from `initial` up to `maximum`, each stretched by a random factor in [1, 1 + jitter] and
+  capped at `maximum`. A failure that comes more than `reset_after` after the previous one starts again
+  from `initial` (client-go's backoff manager does the same).
+"""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
 
-@dataclass
 class Backoff:
-    initial: float = 0.1
-    maximum: float = 5.0
-    factor: float = 2.0
-    rng: random.Random = field(default_factory=random.Random)
-    _current: float = 0.0
+    def __init__(
+        self,
+        initial: float,
+        maximum: float,
+        *,
+        jitter: float,
+        reset_after: float,
+        rng: random.Random,
+    ) -> None:
+        self._initial = initial
+        self._maximum = maximum
+        self._jitter = jitter
+        self._reset_after = reset_after
+        self._rng = rng
+        self._base = initial
+        self._last_failure: float | None = None
 
-    def next_delay(self) -> float:
-        self._current = self.initial if self._current == 0 else min(self._current * self.factor, self.maximum)
-        return self.rng.uniform(self._current / 2, self._current)
-
-    def reset(self) -> None:
-        self._current = 0.0
+    def next_delay(self, now: float) -> float:
+        """Record a failure at `now` and return how long to wait before trying again."""
+        if self._last_failure is not None and now - self._last_failure > self._reset_after:
+            self._base = self._initial
+        self._last_failure = now
+        delay = min(self._base * self._rng.uniform(1.0, 1.0 + self._jitter), self._maximum)
+        self._base = min(self._base * 2.0, self._maximum)
+        return delay
