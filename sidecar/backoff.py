@@ -1,4 +1,5 @@
-"""Exponential backoff with jitter for the Node watch, reset after a healthy period.
+"""Exponential backoff with jitter, reset after a healthy period: the Node watch and the containerd
+connection both retry with it.
 
 Rules:
 - Pure: the caller passes the current monotonic time and a random source; nothing sleeps here.

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
-from sidecar.cluster.backoff import Backoff
+from sidecar.backoff import Backoff
 from sidecar.cluster.cache import PeerCache
 from sidecar.cluster.config import AddressFamily, ClusterConfigError, WatchTimings
 from sidecar.cluster.kube_api import ApiError, ApiUnavailable, JsonDict, NodeApi

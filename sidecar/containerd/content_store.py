@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -167,7 +169,7 @@ class ContainerdStore:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow containerd for ever: subscribe, rescan, apply events; reconnect with backoff."""
-        backoff = Backoff(initial=0.1, maximum=5.0)
+        backoff = Backoff(0.1, 5.0, jitter=0.5, reset_after=30.0, rng=random.Random())
         started = False
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._rescan_periodically)
@@ -175,7 +177,6 @@ class ContainerdStore:
                 try:
                     call = self._client.subscribe(TOPICS)
                     await self._connect()
-                    backoff.reset()
                     if not started:
                         task_status.started()
                         started = True
@@ -184,7 +185,7 @@ class ContainerdStore:
                             await self._apply(envelope.topic, envelope.event.type_url, envelope.event.value)
                     raise StoreUnavailable("containerd closed the event stream")
                 except (StoreUnavailable, grpc.aio.AioRpcError) as exc:
-                    delay = backoff.next_delay()
+                    delay = backoff.next_delay(time.monotonic())
                     self._disconnected(exc, delay)
                     if not started:
                         task_status.started()  # serve (and answer 404s) while containerd is away

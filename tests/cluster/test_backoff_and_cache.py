@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from sidecar.cluster.backoff import Backoff
+from sidecar.backoff import Backoff
 from sidecar.cluster.cache import PeerCache
 from sidecar.cluster.config import ClusterConfig, WatchTimings
 from sidecar.cluster.nodes import NodeProblemLog
