@@ -2,9 +2,9 @@
 with each entry's tier and the policy's reason. The answer to "why did this pull go upstream?".
 
 Rules:
-- `plan_sources` is pure and follows the relay's own choice (sidecar/registry/relay.py): the local store
-  first, then `rank_providers` over the holders the index names, at most `MAX_PROVIDERS_TRIED` of them;
-  holders the policy refuses are listed with `eligibility`'s reason.
+- `plan_sources` is pure and makes the relay's own choice (`sidecar/registry/providers.py`): the local
+  store first, then the allowed holders best first (the relay asks at most `MAX_PROVIDERS_TRIED`);
+  holders it would not ask are listed with the reason (policy, quarantine).
 - `where_report` asks the index about every region the membership knows, even when the policy would not
   cross: a holder in another region then shows up as refused, with the reason, instead of being invisible.
 - Manifests are read from the local store, else through the node's relay (verified like any relay).
@@ -15,7 +15,7 @@ Rules:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,10 +34,10 @@ from sidecar.oci import (
 )
 from sidecar.oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from sidecar.oci.reference import is_tag
+from sidecar.registry.providers import MAX_PROVIDERS_TRIED, choose_providers
 from sidecar.registry.pulls import PullRecord
-from sidecar.registry.relay import MAX_PROVIDERS_TRIED
 from sidecar.registry.routes import ManifestRequest
-from sidecar.topology.policy import PeerStats, TopologyPolicy, eligibility, rank_providers
+from sidecar.topology.policy import PeerStats, TopologyPolicy, tier_of
 from sidecar.topology.tiers import Tier
 
 MAX_ENTRIES = 256
@@ -123,41 +123,32 @@ def plan_sources(
     *,
     now: float,
     held_locally: bool,
+    quarantined: Collection[str] = (),
 ) -> SourcePlan:
-    """The order the relay would try the holders in, what the policy refuses, and the verdict."""
+    """The order the relay would try the holders in, what it would not ask, and the verdict."""
     order: list[Source] = []
     if held_locally:
         here = "in this node's content store"
         order.append(Source(me.name, Tier.SAME_NODE.value, me.region, me.zone, here))
-    candidates = [membership.peers[n] for n in holders if n in membership.peers and n != me.name]
-    strangers = tuple(n for n in holders if n not in membership.peers)
-    ranked = rank_providers(me, candidates, stats, policy, now=now)
-    for position, provider in enumerate(ranked):
+    choice = choose_providers(me, holders, membership, stats, policy, now=now, quarantined=quarantined)
+    for position, provider in enumerate(choice.ranked):
         reason = provider.reason
         if position >= MAX_PROVIDERS_TRIED:
             reason += f"; not tried (the relay asks at most {MAX_PROVIDERS_TRIED})"
         peer = provider.peer
         order.append(Source(peer.name, provider.tier.value, peer.region, peer.zone, reason))
-    allowed = {r.peer.name for r in ranked}
-    refused: list[Source] = []
-    for peer in candidates:
-        if peer.name in allowed or any(s.node == peer.name for s in refused):
-            continue
-        verdict = eligibility(me, peer, policy)
-        refused.append(Source(peer.name, verdict.tier.value, peer.region, peer.zone, verdict.reason))
+    refused = tuple(
+        Source(peer.name, tier_of(me, peer).value, peer.region, peer.zone, why)
+        for peer, why in choice.refused
+    )
     if held_locally:
-        return SourcePlan(tuple(order), tuple(refused), strangers, "local", "held by this node")
-    if ranked:
-        best = ranked[0]
-        return SourcePlan(tuple(order), tuple(refused), strangers, "peer",
+        return SourcePlan(tuple(order), refused, choice.strangers, "local", "held by this node")
+    if choice.ranked:
+        best = choice.ranked[0]
+        return SourcePlan(tuple(order), refused, choice.strangers, "peer",
                           f"relayed from {best.peer.name} ({best.tier.value})")
-    if refused:
-        why = "forbidden by policy: " + "; ".join(sorted({s.reason for s in refused}))
-    elif strangers:
-        why = "only nodes outside the membership hold it"
-    else:
-        why = "no node holds it"
-    return SourcePlan(tuple(order), tuple(refused), strangers, "upstream", why)
+    why = "no node holds it" if not holders else choice.reason
+    return SourcePlan(tuple(order), refused, choice.strangers, "upstream", why)
 
 
 # -- the I/O shell ------------------------------------------------------------------------------------
@@ -260,7 +251,7 @@ class _Walker:
             except Exception as exc:  # a failed lookup is a miss, as in the relay
                 entry["lookup_error"] = str(exc)[:200]
         plan = plan_sources(me, holders, membership, node.book.snapshot(), node.policy,
-                            now=time.monotonic(), held_locally=held)
+                            now=time.monotonic(), held_locally=held, quarantined=node.book.quarantined())
         entry.update(
             holders=list(holders),
             order=[asdict(s) for s in plan.order],

@@ -56,6 +56,11 @@ class PeerBook:
             self.marked_bad += 1
             self._bad_until[name] = now + BAD_PEER_QUARANTINE_S
 
+    def quarantined(self) -> frozenset[str]:
+        """The peers that recently sent bytes failing their digest."""
+        now = self.clock()
+        return frozenset(name for name, until in self._bad_until.items() if until > now)
+
     def is_quarantined(self, name: str) -> bool:
         """Whether `name` recently sent bytes that failed verification (a failure, not just slowness)."""
         return self._bad_until.get(name, 0.0) > self.clock()

@@ -34,16 +34,16 @@ from sidecar.oci.mediatypes import MAX_MANIFEST_BYTES
 from sidecar.registry.bodies import on_body_done
 from sidecar.registry.handler import LOCAL_ONLY_HEADER, Relay
 from sidecar.registry.peerstats import PeerBook
+from sidecar.registry.providers import choose_providers
 from sidecar.registry.pulls import PullRecord
 from sidecar.registry.routes import BlobRequest, ManifestRequest
 from sidecar.routing.router import Router
 from sidecar.security import Gate
 from sidecar.topology.modes import CrossRegion, TopologyMode
-from sidecar.topology.policy import RankedProvider, TopologyPolicy, eligibility, rank_providers
+from sidecar.topology.policy import RankedProvider, TopologyPolicy
 
 log = get_logger("relay")
 
-MAX_PROVIDERS_TRIED = 4
 STALL_TIMEOUT = 10.0
 
 
@@ -122,31 +122,17 @@ class PeerRelay(Relay):
             log_event(log, "lookup_failed", level=30, digest=digest.short, error=str(exc))
             names = ()
         record.looked_up(time.monotonic() - started, len(names))
-        candidates = [membership.peers[n] for n in names if n in membership.peers and n != me.name]
-        if not candidates:
-            scope = "this region" + (" or others" if other_regions else "")
-            record.reason = f"no peer in {scope} holds it"
-            return []
-        trusted = [peer for peer in candidates if not self.book.is_quarantined(peer.name)]
-        if not trusted:
-            record.reason = "every holder recently sent corrupt data (quarantined)"
-            return []
-        candidates = trusted
-        stats = self.book.snapshot()
-        ranked = rank_providers(me, candidates, stats, self.policy, now=time.monotonic())
-        cap = self.max_per_peer
-        busy = [p for p in ranked if p.peer.name in stats and stats[p.peer.name].in_flight >= cap]
-        if busy:
-            if self.relays.reporter is not None:
-                self.relays.reporter.hit("relays_per_peer", capacity=self.max_per_peer, peers=len(busy))
-            if len(busy) == len(ranked):
-                record.reason = f"every holder already serves {self.max_per_peer} relays to this node"
-                return []
-            ranked = [p for p in ranked if p not in busy]
-        if not ranked:
-            refused = {eligibility(me, peer, self.policy).reason for peer in candidates}
-            record.reason = "forbidden by policy: " + "; ".join(sorted(refused))
-        return ranked[:MAX_PROVIDERS_TRIED]
+        choice = choose_providers(
+            me, names, membership, self.book.snapshot(), self.policy,
+            now=time.monotonic(),
+            quarantined=self.book.quarantined(),
+            per_peer_cap=self.max_per_peer,
+            scope="this region" + (" or others" if other_regions else ""),
+        )
+        if choice.busy and self.relays.reporter is not None:
+            self.relays.reporter.hit("relays_per_peer", capacity=self.max_per_peer, peers=choice.busy)
+        record.reason = choice.reason
+        return list(choice.to_try)
 
     async def _open(
         self, ranked: list[RankedProvider], target: str, byte_range: str | None, record: PullRecord

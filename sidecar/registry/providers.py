@@ -1,0 +1,79 @@
+"""Which holders of a digest the relay asks, in what order, and why the others are not asked. Pure.
+
+The relay uses it on every miss of the local store; `lokal where` uses it to explain that choice, so the
+explanation can never drift from the behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+from sidecar.cluster.model import Membership, Peer
+from sidecar.topology.policy import PeerStats, RankedProvider, TopologyPolicy, eligibility, rank_providers
+
+MAX_PROVIDERS_TRIED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderChoice:
+    ranked: tuple[RankedProvider, ...]  # every allowed holder, best first (the relay tries the first few)
+    refused: tuple[tuple[Peer, str], ...]  # holders not asked, with the reason
+    strangers: tuple[str, ...]  # holders that are not (or no longer) members
+    reason: str  # why nobody can be asked; "" when someone can
+    busy: int = 0  # holders skipped because they already serve the per-peer maximum to this node
+
+    @property
+    def to_try(self) -> tuple[RankedProvider, ...]:
+        return self.ranked[:MAX_PROVIDERS_TRIED]
+
+
+def choose_providers(
+    me: Peer,
+    holders: Sequence[str],
+    membership: Membership,
+    stats: Mapping[str, PeerStats],
+    policy: TopologyPolicy,
+    *,
+    now: float,
+    quarantined: Collection[str] = (),
+    per_peer_cap: int | None = None,
+    scope: str = "this region",
+) -> ProviderChoice:
+    candidates = [membership.peers[n] for n in holders if n in membership.peers and n != me.name]
+    strangers = tuple(n for n in holders if n not in membership.peers)
+    if not candidates:
+        why = "only nodes outside the membership hold it" if strangers else f"no peer in {scope} holds it"
+        return ProviderChoice((), (), strangers, why)
+    refused: list[tuple[Peer, str]] = [
+        (peer, "quarantined: recently sent bytes that failed their digest")
+        for peer in candidates
+        if peer.name in quarantined
+    ]
+    trusted = [peer for peer in candidates if peer.name not in quarantined]
+    ranked = rank_providers(me, trusted, stats, policy, now=now)
+    allowed = {provider.peer.name for provider in ranked}
+    seen = {peer.name for peer, _ in refused}
+    for peer in trusted:
+        if peer.name not in allowed and peer.name not in seen:
+            seen.add(peer.name)
+            refused.append((peer, eligibility(me, peer, policy).reason))
+    busy = 0
+    if per_peer_cap is not None:
+        free = [p for p in ranked if p.peer.name not in stats or stats[p.peer.name].in_flight < per_peer_cap]
+        busy = len(ranked) - len(free)
+        refused += [(p.peer, f"already serves {per_peer_cap} relays to this node") for p in ranked
+                    if p not in free]
+        ranked = free
+    reason = "" if ranked else _none_reason(refused, trusted, busy, per_peer_cap)
+    return ProviderChoice(tuple(ranked), tuple(refused), strangers, reason, busy)
+
+
+def _none_reason(
+    refused: list[tuple[Peer, str]], trusted: list[Peer], busy: int, per_peer_cap: int | None
+) -> str:
+    if not trusted:
+        return "every holder recently sent corrupt data (quarantined)"
+    if busy and busy == len(trusted):
+        return f"every holder already serves {per_peer_cap} relays to this node"
+    return "forbidden by policy: " + "; ".join(sorted({why for _, why in refused}))
