@@ -304,7 +304,7 @@ def main() -> int:
         results = run_rounds(servers, lab, profile, base)
         if args.keep_running:  # for profiling by hand: the servers stay up this long (bounded)
             progress(
-                f"servers stay up {args.keep_running:.0f}s: "
+                f"servers stay up {args.keep_running:.0f}s (wrk scripts in {base}): "
                 + json.dumps({n: asdict(s) for n, s in servers.items()})
             )
             time.sleep(min(args.keep_running, 600))
