@@ -17,15 +17,17 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from sidecar.cluster import ClusterConfig, Membership, MembershipSource
-from sidecar.containerd import ContainerdStore, Store
+from sidecar.containerd import ContainerdStore, KeyChange, Store
 from sidecar.containerd.cri_config import check_cri_config, read_cri_config
 from sidecar.debug import Observability, observe, start_observability
 from sidecar.http import HttpServer, ServerLimits
 from sidecar.http.client import PeerClient
 from sidecar.logs import get_logger, log_event
 from sidecar.registry import RegistryHandler, Relay, RouteConfig
+from sidecar.registry.handler import Admission, ReadinessCheck
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.relay import PeerRelay
 from sidecar.routing.http_endpoint import peer_endpoint
@@ -114,7 +116,7 @@ def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
     return node
 
 
-def _admission(node: Node):  # type: ignore[no-untyped-def]
+def _admission(node: Node) -> Admission:
     def admit(client: str) -> tuple[bool, str]:
         membership = node.current_membership() or Membership.of("local", [])
         verdict = admit_request(client, membership, node.policy)
@@ -123,7 +125,7 @@ def _admission(node: Node):  # type: ignore[no-untyped-def]
     return admit
 
 
-def _readiness(node: Node):  # type: ignore[no-untyped-def]
+def _readiness(node: Node) -> ReadinessCheck:
     async def check() -> tuple[bool, dict[str, object]]:
         reachable = await node.store.ready()
         details: dict[str, object] = {"containerd": "connected" if reachable else "unreachable"}
@@ -184,7 +186,9 @@ async def run_node(
     log_event(log, "stopped")
 
 
-async def _start_peering(node: Node, client: PeerClient, tg: TaskGroup, changes: Any) -> None:
+async def _start_peering(
+    node: Node, client: PeerClient, tg: TaskGroup, changes: MemoryObjectReceiveStream[KeyChange]
+) -> None:
     """Discovery, the one-hop index and the relay; returns once the first advertise is under way."""
     assert node.source is not None
     source = node.source
@@ -199,7 +203,7 @@ async def _start_peering(node: Node, client: PeerClient, tg: TaskGroup, changes:
         ),
     )
     node.router = router
-    node.handler.peer_handler = peer_endpoint(lambda: router.service)  # type: ignore[assignment]
+    node.handler.peer_handler = peer_endpoint(lambda: router.service)
     node.handler.relay = PeerRelay(
         router, node.current_membership, node.policy, client, port, node.book,
         on_mismatch=node.store.abort_ingests,

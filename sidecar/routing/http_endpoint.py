@@ -7,7 +7,7 @@ only by its source address); 405 for another method; 404 for another path.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sidecar.http.messages import Request, Response
 from sidecar.oci import ErrorCode, error_body
@@ -18,7 +18,7 @@ from sidecar.topology.admission import normalize_address
 
 def peer_endpoint(
     service: Callable[[], IndexService], clock: Callable[[], float] = time.monotonic
-) -> Callable[[Request, str], object]:
+) -> Callable[[Request, str], Awaitable[Response]]:
     async def handle(request: Request, path: str) -> Response:
         if path not in ("advertise", "lookup"):
             return _error(404, ErrorCode.UNSUPPORTED, f"unknown peer call {path[:40]!r}")
