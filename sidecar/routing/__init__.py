@@ -6,11 +6,18 @@ Layers, pure first: `keys` (what may be indexed), `placement` (rendezvous home n
 and `router` (the `Router` seam the registry uses).
 """
 
-from sidecar.routing.advertiser import Advertiser, Batch, plan_changes, plan_full, plan_membership_push
+from sidecar.routing.advertiser import (
+    Advertiser,
+    Batch,
+    plan_changes,
+    plan_full,
+    plan_membership_push,
+    plan_push,
+)
 from sidecar.routing.holders import HolderStore
 from sidecar.routing.keys import is_index_key
 from sidecar.routing.lookup import Found, Lookup
-from sidecar.routing.placement import Ring, gained_homes, home_nodes
+from sidecar.routing.placement import HomeTable, Ring, RingChange, gained_homes, home_nodes
 from sidecar.routing.protocol import (
     ADVERTISE_PATH,
     LOOKUP_PATH,
@@ -42,6 +49,7 @@ __all__ = [
     "BodyTooLarge",
     "Found",
     "HolderStore",
+    "HomeTable",
     "InMemoryIndex",
     "InMemoryRouter",
     "InProcessNetwork",
@@ -55,6 +63,7 @@ __all__ = [
     "PeerUnavailable",
     "ProtocolError",
     "Ring",
+    "RingChange",
     "RingSet",
     "Router",
     "RoutingSettings",
@@ -64,4 +73,5 @@ __all__ = [
     "plan_changes",
     "plan_full",
     "plan_membership_push",
+    "plan_push",
 ]

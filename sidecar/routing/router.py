@@ -121,7 +121,7 @@ class OneHopRouter:
 
     async def start(self, keys: Iterable[str]) -> SendReport:
         """The startup advertise of every local key; the router is ready afterwards."""
-        self.advertiser.keys = set(keys)
+        await self.advertiser.load(keys)
         report = await self.advertiser.advertise_all()
         self._ready = True
         return report

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from sidecar.cluster.model import Membership, Peer
@@ -151,3 +153,55 @@ async def test_after_a_node_joins_lookups_find_keys_through_the_pushed_entries()
     for key in joined_keys:
         assert new_router.service.store.lookup(key, cluster.clock()) == ("r1-n1",)
         assert await cluster.routers["r1-n4"].lookup(key) == ("r1-n1",)
+
+
+def big_ring(n: int, prefix: str = "n") -> Ring[Peer]:
+    return Ring([Peer(f"{prefix}{i}", f"10.1.{i // 250}.{i % 250 + 1}", "r1") for i in range(n)])
+
+
+@pytest.mark.anyio
+async def test_placing_many_keys_pauses_for_other_tasks_between_slices() -> None:
+    advertiser = Advertiser(RecordingTransport(), big_ring(300), slice_cost=3_000)
+    ticks: list[int] = []
+
+    async def other_task() -> None:  # stands in for the blob serving that shares the event loop
+        while True:
+            ticks.append(advertiser.checkpoints)
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(other_task)
+        await advertiser.load(KEYS)  # 200 keys x 300 hash mixes: 20 slices
+        group.cancel_scope.cancel()
+    assert advertiser.checkpoints == 200 * 300 // 3_000
+    assert len(set(ticks)) >= advertiser.checkpoints  # the other task ran inside every pause
+    assert all(advertiser.table.home_names(k) == advertiser.ring.home_names(k) for k in KEYS)
+
+
+@pytest.mark.anyio
+async def test_a_membership_change_pushes_what_the_full_recompute_would_and_checks_in_between() -> None:
+    old = big_ring(300)
+    transport = RecordingTransport()
+    advertiser = Advertiser(transport, old, KEYS, slice_cost=50)
+    joiners = [Peer(f"j{i}", f"10.2.0.{i + 1}", "r1") for i in range(5)]
+    new = Ring([*[p for p in old.members if p.name not in {"n1", "n2"}], *joiners])
+    reference = plan_membership_push(Ring(old.members), Ring(new.members), list(KEYS))
+    await advertiser.membership_changed(new)
+    assert advertiser.checkpoints > 0
+    assert advertiser.ring is new
+    assert sorted(transport.sent, key=lambda s: s[0]) == [(b.home.name, b.request) for b in reference]
+
+
+@pytest.mark.anyio
+async def test_a_key_added_during_a_membership_change_reaches_its_homes_on_the_new_ring() -> None:
+    transport = RecordingTransport()
+    advertiser = Advertiser(transport, big_ring(200), KEYS, slice_cost=100)
+    new = big_ring(210)
+    late = digest("arrived-during-the-change")
+    async with anyio.create_task_group() as group:
+        group.start_soon(advertiser.membership_changed, new)
+        await anyio.lowlevel.checkpoint()  # the change has started and paused
+        group.start_soon(advertiser.added, [late])
+    told = {name for name, request in transport.sent if late in request.add}
+    assert told >= set(new.home_names(late))
+    assert advertiser.table.home_names(late) == new.home_names(late)
