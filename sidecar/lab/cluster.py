@@ -14,6 +14,9 @@ What runs where:
 - each node ns: a private containerd whose hosts.toml for the registry name lists the node's own lokal
   (http://127.0.0.1:5050) as mirror and the upstream as server, and `lokal serve` on 0.0.0.0:5050 with
   discovery kubernetes (containerd reaches it on loopback, peers on the node's lab address).
+- no-mirror mode (`mirror=False`, or `use_mirror(False)` at any time): hosts.toml names only the upstream
+  and no lokal runs, so containerd goes straight to the registry through the same shaped link (the
+  benchmarks' baseline). `reset_node` gives a node an empty content store again between runs.
 
 Rules (lab.md's network safety rules):
 - Nothing here sends a packet from the root namespace to a lab address. Pushes run skopeo inside the
@@ -101,7 +104,8 @@ class LabCluster:
 
     `topology_mode` / `cross_region` / `lokal_args` apply to every node's `lokal serve`;
     `start_lokal(node, extra_args=...)` can change one node's later. `lokal_python` is the interpreter
-    that runs `-m sidecar serve` (the venv's, by default the one running this code).
+    that runs `-m sidecar serve` (the venv's, by default the one running this code). `mirror=False`
+    builds the no-mirror baseline: hosts.toml without lokal, and no lokal is started.
     """
 
     topology: LabTopology
@@ -110,6 +114,7 @@ class LabCluster:
     lokal_args: tuple[str, ...] = ()
     discovery: str = "kubernetes"
     start_lokals: bool = True
+    mirror: bool = True
     lokal_python: str = sys.executable
     lokal_source: Path = _REPO_ROOT  # the directory whose `sidecar` package the lokal processes run
     work_dir: Path | None = None
@@ -130,7 +135,7 @@ class LabCluster:
             self._start_registry()
             self._start_apiserver()
             self._start_containerds()
-            if self.start_lokals:
+            if self.start_lokals and self.mirror:
                 self.start_lokal(*self.nodes)
         except BaseException:
             self.close()
@@ -265,6 +270,31 @@ class LabCluster:
         proc = self._node(node).lokal
         return proc is not None and proc.poll() is None
 
+    # ---- baseline and fresh state (benchmarks) ----
+
+    def use_mirror(self, enabled: bool, *nodes: str) -> None:
+        """Rewrite hosts.toml on `nodes` (default: all) with or without lokal as the mirror. containerd
+        reads hosts.toml on every pull, so the next pull follows it; lokal processes are left as they are."""
+        for node in nodes or self.nodes:
+            self._write_hosts(self.containerd(node), enabled)
+
+    def stop_all_lokals(self) -> None:
+        """Stop every running lokal by PID (they drain on SIGTERM)."""
+        for node in self.nodes:
+            self.stop_lokal(node)
+
+    def reset_node(self, node: str) -> int:
+        """An empty content store on `node` again: remove every image of CRI's namespace (k8s.io), then
+        run containerd's GC now. Returns how many blobs are still in the store afterwards (0 is the fresh
+        state; content held by a lease or an unfinished ingest can remain: the caller decides)."""
+        instance = self.containerd(node)
+        ctr = ["ctr", "--address", str(instance.socket), "--namespace", "k8s.io", "images"]
+        names = self.lab.run(node, [*ctr, "ls", "-q"]).stdout.decode().split()
+        if names:
+            self.lab.run(node, [*ctr, "rm", *names], timeout=60)
+        instance.collect_garbage()
+        return content_blob_count(instance.content_root)
+
     # ---- probes from inside the lab ----
 
     def http_get(
@@ -336,13 +366,16 @@ class LabCluster:
         for spec in self.topology.nodes:
             instance = ContainerdInstance(self.lab.work_dir / spec.name, netns=self.lab.netns(spec.name))
             instance.write_config()
-            upstream = f"http://{self.registry_name}"
-            instance.write_hosts(self.registry_name, upstream, mirrors=[LOOPBACK_MIRROR])
+            self._write_hosts(instance, self.mirror)
             self._nodes[spec.name] = _NodeParts(
                 spec.name, instance, self.lab.work_dir / spec.name / "lokal.log", self.lokal_args
             )
         for parts in self._nodes.values():
             parts.containerd.start(self.lab.processes)
+
+    def _write_hosts(self, instance: ContainerdInstance, mirror: bool) -> None:
+        upstream = f"http://{self.registry_name}"
+        instance.write_hosts(self.registry_name, upstream, mirrors=[LOOPBACK_MIRROR] if mirror else [])
 
     def _lokal_argv(self, node: str, extra: Sequence[str]) -> list[str]:
         flags = {
@@ -385,6 +418,14 @@ def node_objects(topology: LabTopology, address_of: Any) -> list[dict[str, Any]]
     return [
         make_node(n.name, region=n.region, zone=n.zone, address=address_of(n.name)) for n in topology.nodes
     ]
+
+
+def content_blob_count(content_root: Path) -> int:
+    """How many blobs a containerd content store holds (files under blobs/<algorithm>/)."""
+    blobs = content_root / "blobs"
+    if not blobs.is_dir():
+        return 0
+    return sum(1 for algorithm in blobs.iterdir() if algorithm.is_dir() for _ in algorithm.iterdir())
 
 
 def short_digest(digest: str) -> str:
