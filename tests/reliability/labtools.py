@@ -31,6 +31,7 @@ from sidecar.lab.cluster import LOKAL_PORT, LabCluster, is_local_client, short_d
 from sidecar.lab.fake_apiserver import make_node
 from sidecar.lab.images import BuiltImage
 from sidecar.lab.topology import APISERVER
+from sidecar.routing.placement import home_nodes
 from sidecar.security import TOKEN_HEADER
 
 AGENT = Path(__file__).with_name("agent.py")
@@ -342,3 +343,51 @@ def content_digest(cluster: LabCluster, node: str, digest: str) -> str:
 def fetched_blobs(image: BuiltImage) -> set[str]:
     """The blobs containerd fetches by digest (config and layers; the manifest comes by tag)."""
     return {b.digest for b in [image.configs["linux/amd64"], *image.layers["linux/amd64"]]}
+
+
+# ---- the peer protocol ----
+
+
+def wait_until_listed(
+    cluster: LabCluster, agent: Agent, keys: set[str], holders: set[str], region: tuple[str, ...]
+) -> None:
+    """Advertising follows containerd's events: wait (bounded) until every home lists `holders`."""
+    wait_until(
+        lambda: all(
+            lookup(agent, cluster, h, k) == (200, holders) for k in keys for h in home_nodes(k, region)
+        ),
+        30,
+        f"the homes to list {sorted(holders)}",
+    )
+
+
+def lookup(
+    agent: Agent, cluster: LabCluster, home: str, key: str, token: bool = True
+) -> tuple[int, set[str]]:
+    reply = agent.request(
+        cluster.lab.address(home),
+        "/_lokal/v1/lookup",
+        method="POST",
+        body=json.dumps({"keys": [key]}).encode(),
+        headers=with_token({"Content-Type": "application/json"}) if token else {},
+        keep_body=True,
+    )
+    if reply["status"] != 200:
+        return reply["status"], set()
+    providers = json.loads(base64.b64decode(reply["body_b64"]))["providers"]
+    return 200, set(providers.get(key, []))
+
+
+def advertise(
+    agent: Agent, cluster: LabCluster, home: str, document: object, headers: dict[str, str] | None = None
+) -> int:
+    body = document if isinstance(document, bytes) else json.dumps(document).encode()
+    reply = agent.request(
+        cluster.lab.address(home),
+        "/_lokal/v1/advertise",
+        method="POST",
+        body=body,
+        headers=with_token({"Content-Type": "application/json", **(headers or {})}),
+    )
+    status: int = reply["status"]
+    return status

@@ -7,8 +7,6 @@ Isolate mode refusing another region is covered in tests/lab/test_cluster.py
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -20,13 +18,16 @@ from tests.reliability.conftest import REGION_A, MakeImage
 from tests.reliability.labtools import (
     LOCAL_ONLY,
     Agent,
+    advertise,
     agents,
     blob_path,
     fake_api,
     fetched_blobs,
+    lookup,
     peer_names,
     pull_checked,
     wait_until,
+    wait_until_listed,
     with_token,
 )
 
@@ -44,7 +45,7 @@ def held(cluster: LabCluster, images: MakeImage, lab_agents: dict[str, Agent]) -
     for digest in fetched_blobs(image):
         line = second.line(digest)
         assert (line["result"], line["provider"]) == ("peer", "node-1"), line
-    wait_until_listed(cluster, lab_agents["node-3"], fetched_blobs(image), {"node-1", "node-2"})
+    wait_until_listed(cluster, lab_agents["node-3"], fetched_blobs(image), {"node-1", "node-2"}, REGION_A)
     return reference, image
 
 
@@ -52,49 +53,6 @@ def held(cluster: LabCluster, images: MakeImage, lab_agents: dict[str, Agent]) -
 def lab_agents(cluster: LabCluster) -> Iterator[dict[str, Agent]]:
     with agents(cluster, *cluster.nodes) as started:
         yield started
-
-
-def wait_until_listed(cluster: LabCluster, agent: Agent, keys: set[str], holders: set[str]) -> None:
-    """Advertising follows containerd's events: wait (bounded) until every home lists `holders`."""
-    wait_until(
-        lambda: all(
-            lookup(agent, cluster, h, k) == (200, holders) for k in keys for h in home_nodes(k, REGION_A)
-        ),
-        30,
-        f"the homes to list {sorted(holders)}",
-    )
-
-
-def lookup(
-    agent: Agent, cluster: LabCluster, home: str, key: str, token: bool = True
-) -> tuple[int, set[str]]:
-    reply = agent.request(
-        cluster.lab.address(home),
-        "/_lokal/v1/lookup",
-        method="POST",
-        body=json.dumps({"keys": [key]}).encode(),
-        headers=with_token({"Content-Type": "application/json"}) if token else {},
-        keep_body=True,
-    )
-    if reply["status"] != 200:
-        return reply["status"], set()
-    providers = json.loads(base64.b64decode(reply["body_b64"]))["providers"]
-    return 200, set(providers.get(key, []))
-
-
-def advertise(
-    agent: Agent, cluster: LabCluster, home: str, document: object, headers: dict[str, str] | None = None
-) -> int:
-    body = document if isinstance(document, bytes) else json.dumps(document).encode()
-    reply = agent.request(
-        cluster.lab.address(home),
-        "/_lokal/v1/advertise",
-        method="POST",
-        body=body,
-        headers=with_token({"Content-Type": "application/json", **(headers or {})}),
-    )
-    status: int = reply["status"]
-    return status
 
 
 def test_a_member_without_the_peer_token_is_refused_and_with_it_is_served(
@@ -188,7 +146,7 @@ def test_a_member_falsely_claiming_content_is_listed_as_itself_and_costs_only_a_
     reference = cluster.push(image, "claim/app")
     pull_checked(cluster, "node-4", reference, image)  # the only holder, in zone-a2
     liar = lab_agents["node-3"]  # zone-a1, the same zone as the puller: it would be asked first
-    wait_until_listed(cluster, liar, fetched_blobs(image), {"node-4"})
+    wait_until_listed(cluster, liar, fetched_blobs(image), {"node-4"}, REGION_A)
     keys = sorted(fetched_blobs(image))
     homes = {key: home_nodes(key, REGION_A) for key in keys}
     try:
