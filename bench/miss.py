@@ -134,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="4 nodes, 150 requests")
     parser.add_argument("--cross-region", choices=("never", "always"), default="never")
+    parser.add_argument(
+        "--lokal-source",
+        type=Path,
+        default=ROOT,
+        help="directory whose `sidecar` package the lab's lokal processes run (to measure a patched copy)",
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default: bench/results/miss[-quick].json)")
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
@@ -153,7 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     phases: dict[str, Any] = {}
     all_seconds: list[float] = []
-    with LabCluster(topology, topology_mode="prefer", cross_region=args.cross_region) as cluster:
+    with LabCluster(
+        topology, topology_mode="prefer", cross_region=args.cross_region, lokal_source=args.lokal_source
+    ) as cluster:
         progress(f"lab up: {profile.nodes} nodes; asking {node}'s lokal from {node}'s namespace")
         seen = len(cluster.pull_events(node))
         warm = run_phase(cluster, node, Phase("warmup", profile.warmup))
@@ -187,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "region_nodes": region_nodes,
             "topology_mode": "prefer",
             "cross_region": args.cross_region,
+            "lokal_source": str(args.lokal_source),
             "request": f"GET http://127.0.0.1:5050/v2/{REPO}/blobs/sha256:<random>?ns=<registry>, "
             "from inside the node's namespace",
         },

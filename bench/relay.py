@@ -126,6 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="50 MB blob, 3 rounds")
+    parser.add_argument(
+        "--lokal-source",
+        type=Path,
+        default=ROOT,
+        help="directory whose `sidecar` package the lab's lokal processes run (to measure a patched copy)",
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default: bench/results/relay[-quick].json)")
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
@@ -146,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rounds: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="lokal-bench-relay-") as scratch,
-        LabCluster(topology, topology_mode="prefer", cross_region="never") as cluster,
+        LabCluster(
+            topology, topology_mode="prefer", cross_region="never", lokal_source=args.lokal_source
+        ) as cluster,
     ):
         image = build_streamed_image(Path(scratch) / "layout", "v1", [profile.blob_mb * MB], seed=42)
         reference = cluster.push(image, "bench/relay")
@@ -190,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rounds": profile.rounds,
             "fetches_per_way_per_round": profile.fetches,
             "links": "same region, no delay link, no tbf on access links",
+            "lokal_source": str(args.lokal_source),
         },
         "b_lokal_results_for_the_blob": results,
         "summary": summary,
