@@ -67,21 +67,65 @@ async def send_all(sock: socket.socket, data: bytes, stall_timeout: float, flags
 
 
 async def send_file(sock: socket.socket, fd: int, offset: int, length: int, stall_timeout: float) -> None:
-    """Send `length` bytes of file `fd` from `offset` with os.sendfile; FileBodyShort if the file ends."""
+    """Send `length` bytes of file `fd` from `offset` with os.sendfile; FileBodyShort if the file ends.
+
+    A body that fits in the socket buffer goes out without any wait, scope or clock read. Otherwise one
+    cancel scope covers the rest of the body (a scope per wait costs as much as the wait itself): it is
+    armed for the wait in progress, and re-armed only when it fires while the reader still makes progress.
+    """
     out = sock.fileno()
-    since_yield = 0
-    while length > 0:
+    budget = YIELD_EVERY_BYTES
+    while True:  # the fast path: no waiting at all
         try:
             sent = os.sendfile(out, fd, offset, min(length, SENDFILE_MAX_CHUNK))
         except BlockingIOError:
-            await wait_writable(sock, stall_timeout)
-            since_yield = 0
-            continue
+            break
         if sent == 0:
             raise FileBodyShort(f"file ended with {length} bytes still promised")
         offset += sent
         length -= sent
-        since_yield += sent
-        if since_yield >= YIELD_EVERY_BYTES:
-            since_yield = 0
-            await anyio.lowlevel.checkpoint()
+        if length <= 0:
+            return
+        budget -= sent
+        if budget <= 0:
+            break  # a fast reader: go on in the pump, which yields to the others
+    pump = _FilePump(out, fd, offset, length)
+    while pump.length > 0:
+        with anyio.CancelScope(deadline=pump.waiting_since + stall_timeout) as scope:
+            await pump.run(sock)
+        if scope.cancelled_caught and anyio.current_time() - pump.waiting_since >= stall_timeout:
+            raise TimeoutError("peer read nothing before the write timeout")
+
+
+class _FilePump:
+    """The progress of one sendfile body, kept outside the cancel scope that bounds its waits."""
+
+    __slots__ = ("_in", "_out", "length", "offset", "waiting_since")
+
+    def __init__(self, out: int, fd: int, offset: int, length: int) -> None:
+        self._out = out
+        self._in = fd
+        self.offset = offset
+        self.length = length
+        self.waiting_since = anyio.current_time()  # when the current wait (or the pump) began
+
+    async def run(self, sock: socket.socket) -> None:
+        out, fd, sendfile = self._out, self._in, os.sendfile
+        since_yield = 0
+        while self.length > 0:
+            try:
+                sent = sendfile(out, fd, self.offset, min(self.length, SENDFILE_MAX_CHUNK))
+            except BlockingIOError:
+                self.waiting_since = anyio.current_time()
+                await anyio.wait_writable(sock)
+                since_yield = 0
+                continue
+            if sent == 0:
+                raise FileBodyShort(f"file ended with {self.length} bytes still promised")
+            self.offset += sent
+            self.length -= sent
+            since_yield += sent
+            if since_yield >= YIELD_EVERY_BYTES:
+                since_yield = 0
+                self.waiting_since = anyio.current_time()
+                await anyio.lowlevel.checkpoint()
