@@ -1,19 +1,22 @@
 """One accepted connection: read requests with h11, call the handler, write responses.
 
-Theory of operation: the connection is a loop of h11 cycles on a socket this task alone owns. Each cycle
-reads a request head (bounded in size and time), reads the small request body, calls the handler, sends
-the response (bytes, sendfile or a stream) and starts the next cycle. Pipelined requests simply wait in
-h11's buffer for their cycle.
+Theory of operation: the connection is a loop of request cycles on a socket this task alone owns. Each
+cycle parses one request with a fresh h11 connection (head bounded in size and time, then the small
+request body), calls the handler, and writes the response itself: the head as `framing` builds it, then
+the body (bytes, sendfile or a stream) framed as `framing` decided. Pipelined requests simply wait in
+h11's buffer and are handed to the next cycle's parser.
 
 Rules:
 - Time limits: the head must be complete `header_timeout` after its first byte (or after accept); a
-  keep-alive connection idle for `idle_timeout` is closed; a reader that takes nothing for
-  `write_timeout` is cut off. A timed-out head gets no answer (never 408: containerd would retry us).
+  keep-alive connection idle for `idle_timeout` is closed (by the server's idle sweep, which calls
+  `close_if_idle`); a reader that takes nothing for `write_timeout` is cut off. A timed-out head gets
+  no answer (never 408: containerd would retry us).
 - Anything that breaks a response half-way (a stream raising, sendfile failing, a short file) closes the
   connection: the client sees a truncated body, never a wrong next response.
 - Every body is released (FileBody.close, StreamBody.aclose) exactly once, whatever happened.
 - A handler exception is a 500 and a log line, never a dead server.
-- A checkpoint after every response keeps one pipelining client from starving the others.
+- A request that is already there when we look (pipelined, or sent before we asked) costs a checkpoint,
+  so a client that keeps its pipe full cannot starve the others; waiting for one yields anyway.
 """
 
 from __future__ import annotations
@@ -37,18 +40,6 @@ class _Close(Exception):
     """End this connection now (after whatever was already sent)."""
 
 
-class _BodyPlaceholder:
-    """Stands in for a sendfile body in h11's accounting (h11 only needs its length)."""
-
-    __slots__ = ("_length",)
-
-    def __init__(self, length: int) -> None:
-        self._length = length
-
-    def __len__(self) -> int:
-        return self._length
-
-
 class HttpConnection:
     """Serves one accepted socket until it closes. `run` never raises for client misbehaviour."""
 
@@ -67,13 +58,17 @@ class HttpConnection:
         self._limits = limits
         self._logger = logger
         self._is_draining = is_draining
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
-        self._idle_scope: anyio.CancelScope | None = None
+        self._idle_since: float | None = None  # set while waiting for a new request
 
-    def close_if_idle(self) -> None:
-        """Shutdown: end the connection now if it is waiting for a new request (else after this one)."""
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
+    def close_if_idle(self, idle_since: float | None = None) -> None:
+        """End the connection now if it is waiting for a new request (else after this one); with
+        `idle_since`, only if it has been waiting since then or longer (the idle timeout)."""
+        since = self._idle_since
+        if since is not None and (idle_since is None or since <= idle_since):
+            # Wakes the waiting task: the socket reads as ended (a request that raced in is still read
+            # and answered). Cheaper than a cancel scope around every keep-alive wait.
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RD)
 
     async def run(self) -> None:
         linger = False
@@ -96,42 +91,52 @@ class HttpConnection:
             await self._close(linger)
 
     async def _serve_cycles(self) -> None:
-        conn = self._h11
+        max_head = self._limits.max_header_bytes
         header_deadline: float | None = anyio.current_time() + self._limits.header_timeout
+        leftover, peer_closed = b"", False
         while True:
-            event = await self._read_head(header_deadline)
+            # A fresh parser per request: it costs less than walking h11's server side through a
+            # response we write ourselves, and a cycle's leftover bytes carry over unchanged.
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
+            if leftover:
+                conn.receive_data(leftover)
+                if header_deadline is None:
+                    # A pipelined request: yield once, so a client that keeps its pipe full cannot
+                    # starve the other connections.
+                    header_deadline = anyio.current_time() + self._limits.header_timeout
+                    await anyio.lowlevel.checkpoint()
+            if peer_closed:
+                conn.receive_data(b"")
+            event = await self._read_head(conn, header_deadline)
             if event is None:
                 return
-            keep_going = await self._answer(event)
-            if not keep_going or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            if not await self._answer(conn, event):
                 raise _Close
-            conn.start_next_cycle()
+            leftover, peer_closed = conn.trailing_data
             header_deadline = None
-            await anyio.lowlevel.checkpoint()
 
-    async def _read_head(self, header_deadline: float | None) -> h11.Request | None:
-        """The next request head, or None when the connection should end quietly."""
-        conn = self._h11
+    async def _read_head(self, conn: h11.Connection, header_deadline: float | None) -> h11.Request | None:
+        """The next request head, or None when the connection should end quietly.
+
+        `header_deadline` None: nothing of the request is here yet (an idle keep-alive connection).
+        """
         limits = self._limits
         while True:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                if conn.their_state is h11.ERROR and self._peer_closed():
+                if conn.their_state is h11.ERROR and conn.trailing_data[1]:
                     return None
                 await self._send_canned(exc.error_status_hint, str(exc))
                 raise _Close from exc
             if event is h11.NEED_DATA:
                 if header_deadline is None:
-                    if conn.trailing_data[0]:
-                        header_deadline = anyio.current_time() + limits.header_timeout
-                    else:
-                        data = await self._recv_idle()
-                        if not data:
-                            return None
-                        header_deadline = anyio.current_time() + limits.header_timeout
-                        conn.receive_data(data)
-                        continue
+                    data = await self._recv_idle()
+                    if not data:
+                        return None
+                    header_deadline = anyio.current_time() + limits.header_timeout
+                    conn.receive_data(data)
+                    continue
                 try:
                     data = await sockio.recv_until(self._sock, header_deadline)
                 except TimeoutError:
@@ -139,47 +144,48 @@ class HttpConnection:
                     return None
                 conn.receive_data(data)
                 continue
-            if isinstance(event, h11.Request):
+            if type(event) is h11.Request:
                 return event
             return None  # ConnectionClosed
 
-    def _peer_closed(self) -> bool:
-        return self._h11.trailing_data[1]
-
     async def _recv_idle(self) -> bytes:
-        """Bytes of a new request on a keep-alive connection; b"" on idle timeout, EOF or shutdown."""
+        """Bytes of a new request on a keep-alive connection; b"" on idle timeout, EOF or shutdown.
+
+        The idle timeout and shutdown come from the server (`close_if_idle`), not from a scope here.
+        """
         if self._is_draining():
             return b""
+        sock = self._sock
         try:
-            return self._sock.recv(sockio.RECV_SIZE)
+            data = sock.recv(sockio.RECV_SIZE)
         except BlockingIOError:
             pass
-        with anyio.CancelScope(deadline=anyio.current_time() + self._limits.idle_timeout) as scope:
-            self._idle_scope = scope
-            try:
-                await anyio.wait_readable(self._sock)
-            finally:
-                self._idle_scope = None
-        if scope.cancelled_caught or scope.cancel_called:
-            return b""
+        else:
+            # The next request was already here: yield once (see _serve_cycles), as waiting would have.
+            await anyio.lowlevel.checkpoint()
+            return data
+        self._idle_since = anyio.current_time()
         try:
-            return self._sock.recv(sockio.RECV_SIZE)
+            await anyio.wait_readable(sock)
+        finally:
+            self._idle_since = None
+        try:
+            return sock.recv(sockio.RECV_SIZE)
         except BlockingIOError:
             return await self._recv_idle()
 
-    async def _answer(self, event: h11.Request) -> bool:
+    async def _answer(self, conn: h11.Connection, event: h11.Request) -> bool:
         """Read the body, run the handler and send its response. False: close the connection."""
         limits = self._limits
-        if framing.head_size(event) > limits.max_header_bytes:
-            return await self._send(framing.error_response(431, closing=True), event.method.decode("latin-1"))
-        request = framing.request_from_event(event, self._client)
-        declared = framing.declared_body_length(event)
-        if declared is not None and declared > limits.max_request_body:
-            return await self._send(framing.error_response(413, closing=True), request.method)
-        if self._h11.their_state is h11.SEND_BODY:
-            body = await self._read_body()
+        request, head = framing.read_request(event, self._client)
+        if head.size > limits.max_header_bytes:
+            return await self._send(framing.error_response(431, closing=True), request.method, head)
+        if head.content_length is not None and head.content_length > limits.max_request_body:
+            return await self._send(framing.error_response(413, closing=True), request.method, head)
+        if conn.their_state is h11.SEND_BODY:
+            body = await self._read_body(conn)
             if body is None:
-                return await self._send(framing.error_response(413, closing=True), request.method)
+                return await self._send(framing.error_response(413, closing=True), request.method, head)
             request.body = body
         try:
             response = await self._handler(request)
@@ -194,104 +200,100 @@ class HttpConnection:
                 error=str(exc),
             )
             response = framing.error_response(500)
-        return await self._send(response, request.method)
+        return await self._send(response, request.method, head)
 
-    async def _read_body(self) -> bytes | None:
+    async def _read_body(self, conn: h11.Connection) -> bytes | None:
         """The whole request body, or None if it is larger than allowed."""
-        conn = self._h11
         if conn.they_are_waiting_for_100_continue:
-            data = conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-            await sockio.send_all(self._sock, data, self._limits.write_timeout)
-        deadline = anyio.current_time() + self._limits.body_timeout
+            await sockio.send_all(self._sock, framing.CONTINUE, self._limits.write_timeout)
+        deadline: float | None = None  # set on the first wait: a GET's empty body never waits
         parts: list[bytes] = []
         size = 0
         while True:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:  # bad chunked framing, or the client quit mid-body
-                if not self._peer_closed():
+                if not conn.trailing_data[1]:
                     await self._send_canned(exc.error_status_hint, str(exc))
                 raise _Close from exc
             if event is h11.NEED_DATA:
+                if deadline is None:
+                    deadline = anyio.current_time() + self._limits.body_timeout
                 conn.receive_data(await sockio.recv_until(self._sock, deadline))
-            elif isinstance(event, h11.Data):
+            elif type(event) is h11.Data:
                 size += len(event.data)
                 if size > self._limits.max_request_body:
                     return None
                 parts.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                return b"".join(parts)
+            elif type(event) is h11.EndOfMessage:
+                return b"".join(parts) if parts else b""
             else:  # ConnectionClosed mid-body
                 raise _Close
 
-    async def _send(self, response: Response, method: str) -> bool:
-        """Send `response` through h11; release its body in all cases. False: close the connection."""
+    async def _send(self, response: Response, method: str, request: framing.RequestHead) -> bool:
+        """Send `response`; release its body in all cases. False: close the connection."""
         body = response.body
         try:
-            return await self._send_unreleased(response, method)
+            return await self._send_unreleased(response, method, request)
         finally:
             await _release(body, self._logger)
 
-    async def _send_unreleased(self, response: Response, method: str) -> bool:
-        conn = self._h11
+    async def _send_unreleased(self, response: Response, method: str, request: framing.RequestHead) -> bool:
         sock = self._sock
         timeout = self._limits.write_timeout
-        closing = self._is_draining()
-        headers = framing.response_headers(response, is_head=method == "HEAD", closing=closing)
         try:
-            reason = framing.reason_phrase(response.status)
-            head = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
-        except h11.LocalProtocolError as exc:
+            head = framing.response_head(
+                response,
+                method=method,
+                keep_alive=request.keep_alive and not self._is_draining(),
+                http11=request.http11,
+            )
+        except framing.BadResponse as exc:
             log_event(
                 self._logger, "http_bad_response", logging.ERROR, status=response.status, error=str(exc)
             )
             await self._send_canned(500)
             raise _Close from exc
         body = response.body
-        if not framing.may_have_body(response.status, method):
-            await sockio.send_all(sock, head + conn.send(h11.EndOfMessage()), timeout)
-            return True
-        if isinstance(body, bytes):
-            if body:
-                conn.send_with_data_passthrough(h11.Data(data=body))
-            conn.send(h11.EndOfMessage())
+        body_framing = head.framing
+        if body_framing is framing.BodyFraming.NONE:
+            await sockio.send_all(sock, head.data, timeout)
+        elif isinstance(body, bytes):
             if len(body) <= 256 * 1024:
-                await sockio.send_all(sock, head + body, timeout)
+                await sockio.send_all(sock, head.data + body, timeout)
             else:
-                await sockio.send_all(sock, head, timeout, sockio.MSG_MORE)
+                await sockio.send_all(sock, head.data, timeout, sockio.MSG_MORE)
                 await sockio.send_all(sock, body, timeout)
-            return True
-        if isinstance(body, FileBody):
-            return await self._send_file(head, body)
-        return await self._send_stream(head, body)
-
-    async def _send_file(self, head: bytes, body: FileBody) -> bool:
-        conn = self._h11
-        timeout = self._limits.write_timeout
-        if body.length:
-            # Account for the bytes in h11 without handing them to it; the header rides with them.
-            conn.send_with_data_passthrough(h11.Data(data=_BodyPlaceholder(body.length)))  # type: ignore[arg-type]
-            await sockio.send_all(self._sock, head, timeout, sockio.MSG_MORE)
-            try:
-                await sockio.send_file(self._sock, body.fd, body.offset, body.length, timeout)
-            except OSError as exc:
-                if not isinstance(exc, (BrokenPipeError, ConnectionResetError)):
-                    log_event(self._logger, "http_sendfile_failed", logging.WARNING, error=str(exc))
-                raise _Close from exc
+        elif isinstance(body, FileBody):
+            await self._send_file(head.data, body)
         else:
-            await sockio.send_all(self._sock, head, timeout)
-        conn.send(h11.EndOfMessage())
-        return True
+            await self._send_stream(head.data, body, body_framing)
+        return head.keep_alive
 
-    async def _send_stream(self, head: bytes, body: StreamBody) -> bool:
-        conn = self._h11
+    async def _send_file(self, head: bytes, body: FileBody) -> None:
+        timeout = self._limits.write_timeout
+        if not body.length:
+            await sockio.send_all(self._sock, head, timeout)
+            return
+        # MSG_MORE: the head waits for the first file bytes and leaves in the same segment.
+        await sockio.send_all(self._sock, head, timeout, sockio.MSG_MORE)
+        try:
+            await sockio.send_file(self._sock, body.fd, body.offset, body.length, timeout)
+        except OSError as exc:
+            if not isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+                log_event(self._logger, "http_sendfile_failed", logging.WARNING, error=str(exc))
+            raise _Close from exc
+
+    async def _send_stream(self, head: bytes, body: StreamBody, body_framing: framing.BodyFraming) -> None:
         sock = self._sock
         timeout = self._limits.write_timeout
+        chunked = body_framing is framing.BodyFraming.CHUNKED
+        remaining = body.length  # None: unknown, chunked or close-delimited
         pending: bytes | None = head  # the head goes out with the first chunk
         chunks = body.chunks
         while True:
             try:
-                chunk = await chunks.__anext__()
+                data = await chunks.__anext__()
             except StopAsyncIteration:
                 break
             except Exception as exc:
@@ -305,25 +307,37 @@ class HttpConnection:
                 if pending is not None:
                     await self._send_canned(502, "upstream body failed")
                 raise _Close from exc
-            if not chunk:
+            if not data:
                 continue
-            try:
-                parts = conn.send_with_data_passthrough(h11.Data(data=chunk)) or []
-            except h11.LocalProtocolError as exc:
-                log_event(self._logger, "http_stream_too_long", logging.WARNING, error=str(exc))
-                raise _Close from exc
-            data = b"".join(parts) if len(parts) != 1 else parts[0]
+            if remaining is not None:
+                if len(data) > remaining:
+                    log_event(
+                        self._logger,
+                        "http_stream_too_long",
+                        logging.WARNING,
+                        error=f"a {len(data)}-byte chunk with {remaining} bytes left of the length",
+                    )
+                    raise _Close
+                remaining -= len(data)
+            if chunked:
+                data = framing.chunk(data)
             if pending is not None:
                 data = pending + data
                 pending = None
             await sockio.send_all(sock, data, timeout)
-        try:
-            tail = conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
-            log_event(self._logger, "http_stream_too_short", logging.WARNING, error=str(exc))
-            raise _Close from exc
-        await sockio.send_all(sock, tail if pending is None else pending + tail, timeout)
-        return True
+        if remaining:
+            log_event(
+                self._logger,
+                "http_stream_too_short",
+                logging.WARNING,
+                error=f"the stream ended {remaining} bytes short of its length",
+            )
+            raise _Close
+        tail = framing.LAST_CHUNK if chunked else b""
+        if pending is not None:
+            tail = pending + tail
+        if tail:
+            await sockio.send_all(sock, tail, timeout)
 
     async def _send_canned(self, status: int, text: str | None = None) -> None:
         """A self-contained error answer for when h11 cannot frame one; best effort."""

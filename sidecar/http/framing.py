@@ -1,16 +1,26 @@
-"""Pure decisions about what goes on the wire: requests from h11 events, response headers, error answers.
+"""Pure decisions about what goes on the wire: requests from h11 events, response heads, error answers.
+
+h11 parses requests; the server writes its answers itself (h11's response path costs more per answer than
+the rest of a 64 KiB request). So this module decides what h11 would: the framing, keep-alive, and
+whether a status or header may be sent at all.
 
 Rules:
 - No sockets, no clock: every function here takes values and returns values, and is tested directly.
 - The server owns the framing headers (Content-Length, Transfer-Encoding). A handler's Content-Length is
   kept only on HEAD, where there is no body to measure (so HEAD and GET agree).
-- 204, 304 and 1xx answers never carry a body nor a Content-Length.
+- 204, 304 and 1xx answers never carry a body nor a Content-Length. A body of unknown length is chunked
+  for HTTP/1.1 clients and close-delimited for HTTP/1.0 ones.
+- Keep-alive as h11 does it: only HTTP/1.1 clients, and neither side said `Connection: close`; the answer
+  then carries `Connection: close`. A status or header h11 would refuse raises `BadResponse`.
 - An error answer that does not go through h11 (the request could not be parsed, or the server is full)
   is a complete, self-contained response that says `Connection: close`.
 """
 
 from __future__ import annotations
 
+import enum
+import re
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import h11
@@ -19,44 +29,111 @@ from sidecar.http.messages import Request, Response, body_length, split_target
 
 _FRAMING = ("content-length", "transfer-encoding")
 _NO_BODY_STATUSES = frozenset({204, 304})
+# RFC 9110 token and field-value, as h11 checks them before sending.
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_FIELD_VCHAR = r"[\x21-\x7e\x80-\xff]"
+_FIELD_VALUE = re.compile(rf"(?:{_FIELD_VCHAR}+(?:[ \t]+{_FIELD_VCHAR}+)*)?")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class BadResponse(ValueError):
+    """The handler's answer cannot be put on the wire (a bad status, header name or header value)."""
+
+
+class BodyFraming(enum.Enum):
+    """How the body bytes of an answer are delimited on the wire."""
+
+    NONE = "none"  # HEAD, 204, 304: the head is the whole answer
+    LENGTH = "length"  # Content-Length
+    CHUNKED = "chunked"  # Transfer-Encoding: chunked (HTTP/1.1 client, unknown length)
+    UNTIL_CLOSE = "until-close"  # HTTP/1.0 client, unknown length: the end of the connection ends it
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What the server needs from a request head besides the handler's `Request`."""
+
+    size: int  # request line plus headers, as sent
+    content_length: int | None  # the declared body length (h11 has checked it)
+    keep_alive: bool  # whether the client lets us serve another request on this connection
+    http11: bool  # HTTP/1.1 (else 1.0: no chunked answers)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """The serialized head of an answer and how its body and the connection go on."""
+
+    data: bytes
+    framing: BodyFraming
+    keep_alive: bool
+
+
+def read_request(event: h11.Request, client: tuple[str, int]) -> tuple[Request, RequestHead]:
+    """The handler's view of h11's request event, and the facts the server needs, in one pass."""
+    method = event.method
+    raw_target = event.target
+    size = len(method) + len(raw_target) + 12
+    content_length: int | None = None
+    modern = event.http_version >= b"1.1"  # as h11 decides: 1.0 never keeps alive nor gets chunks
+    keep_alive = modern and method != b"CONNECT"  # we never tunnel: a CONNECT answer ends the connection
+    headers: list[tuple[str, str]] = []
+    for name, value in event.headers:
+        size += len(name) + len(value) + 4
+        if name == b"content-length":
+            content_length = int(value)
+        elif name == b"connection" and keep_alive and _has_close_token(value):
+            keep_alive = False
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    target = raw_target.decode("latin-1")
+    path, query = split_target(target)
+    version = event.http_version.decode("latin-1")
+    request = Request(method.decode("latin-1"), target, path, query, headers, version, client)
+    return request, RequestHead(size, content_length, keep_alive, modern)
 
 
 def request_from_event(event: h11.Request, client: tuple[str, int]) -> Request:
     """The handler's view of h11's request event (names lowercase, text decoded as latin-1)."""
-    target = event.target.decode("latin-1")
-    path, query = split_target(target)
-    return Request(
-        method=event.method.decode("latin-1"),
-        target=target,
-        path=path,
-        query_string=query,
-        headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers],
-        http_version=event.http_version.decode("latin-1"),
-        client=client,
+    return read_request(event, client)[0]
+
+
+def response_head(response: Response, *, method: str, keep_alive: bool, http11: bool) -> ResponseHead:
+    """Frame `response` to a request of `method`: the head bytes, the body framing, and whether the
+    connection may go on (`keep_alive`: the client and the server both allow it).
+
+    Raises `BadResponse` for a status or header h11 would refuse to send.
+    """
+    status = response.status
+    if type(status) is not int or not 200 <= status <= 999:
+        raise BadResponse(f"status {status!r} is not a final status code")
+    is_head = method == "HEAD"
+    length = body_length(response.body)
+    no_body = status in _NO_BODY_STATUSES
+    unknown_length = length is None and not no_body
+    if keep_alive and _asks_close(response.headers):
+        keep_alive = False
+    if is_head or no_body:
+        framing = BodyFraming.NONE
+    elif not unknown_length:
+        framing = BodyFraming.LENGTH
+    elif http11:
+        framing = BodyFraming.CHUNKED
+    else:
+        framing = BodyFraming.UNTIL_CLOSE
+        keep_alive = False
+    headers = response_headers(
+        response, is_head=is_head, closing=not keep_alive, chunked=unknown_length and http11
     )
+    return ResponseHead(encode_head(status, headers), framing, keep_alive)
 
 
-def head_size(event: h11.Request) -> int:
-    """The size of the request line and headers as sent (h11 only bounds *incomplete* heads)."""
-    size = len(event.method) + len(event.target) + 12
-    for name, value in event.headers:
-        size += len(name) + len(value) + 4
-    return size
-
-
-def declared_body_length(event: h11.Request) -> int | None:
-    """The request's Content-Length, if it has one (h11 has already checked that it is valid)."""
-    for name, value in event.headers:
-        if name == b"content-length":
-            return int(value)
-    return None
-
-
-def response_headers(response: Response, *, is_head: bool, closing: bool) -> list[tuple[str, str]]:
+def response_headers(
+    response: Response, *, is_head: bool, closing: bool, chunked: bool = False
+) -> list[tuple[str, str]]:
     """The headers to send for `response`: the handler's, with framing set by the server.
 
-    On HEAD a handler's Content-Length wins; otherwise Content-Length is the body's length when known
-    (h11 picks chunked or close-delimited when it is not).
+    On HEAD a handler's Content-Length wins; otherwise Content-Length is the body's length when known,
+    else `chunked` says Transfer-Encoding: chunked (HTTP/1.1) or nothing (close-delimited, HTTP/1.0).
+    `closing` replaces the handler's Connection header with `Connection: close`.
     """
     status = response.status
     headers: list[tuple[str, str]] = []
@@ -67,22 +144,65 @@ def response_headers(response: Response, *, is_head: bool, closing: bool) -> lis
             if lowered == "content-length":
                 handler_length = value
             continue
+        if closing and lowered == "connection":
+            continue
         headers.append((name, value))
     if status not in _NO_BODY_STATUSES:
         if is_head and handler_length is not None:
+            if not _DIGITS.fullmatch(handler_length):
+                raise BadResponse(f"content-length {handler_length!r} is not a number")
             headers.append(("content-length", handler_length))
         else:
             length = body_length(response.body)
             if length is not None:
                 headers.append(("content-length", str(length)))
+            elif chunked:
+                headers.append(("transfer-encoding", "chunked"))
     if closing:
         headers.append(("connection", "close"))
     return headers
 
 
+def encode_head(status: int, headers: list[tuple[str, str]]) -> bytes:
+    """The status line and header block of an answer, checked as strictly as h11 checks them."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = f"HTTP/1.1 {status} {reason_phrase(status).decode('ascii')}\r\n"
+    parts = [line]
+    for name, value in headers:
+        if type(name) is not str or type(value) is not str:
+            raise BadResponse(f"header {name!r} must be text, with a text value")
+        if _TOKEN.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
+            raise BadResponse(f"header {name!r}: {value!r} is not a valid HTTP header")
+        parts.append(f"{name}: {value}\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (never empty: an empty chunk ends the body)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 def may_have_body(status: int, method: str) -> bool:
     """Whether body bytes may follow the head of this answer."""
     return method != "HEAD" and status not in _NO_BODY_STATUSES
+
+
+def _has_close_token(value: bytes) -> bool:
+    return any(token.strip().lower() == b"close" for token in value.split(b","))
+
+
+def _asks_close(headers: list[tuple[str, str]]) -> bool:
+    """Whether the handler's headers say Connection: close."""
+    for name, value in headers:
+        if name.lower() == "connection" and any(t.strip().lower() == "close" for t in value.split(",")):
+            return True
+    return False
 
 
 def error_response(status: int, text: str | None = None, *, closing: bool = False) -> Response:
@@ -112,6 +232,12 @@ def reason_phrase(status: int) -> bytes:
 
 
 _REASONS = {int(status): status.phrase.encode("ascii") for status in HTTPStatus}
+# Status lines of the final statuses, built once (h11 would build and check one per answer).
+_STATUS_LINES = {
+    status: f"HTTP/1.1 {status} {reason.decode('ascii')}\r\n"
+    for status, reason in _REASONS.items()
+    if status >= 200
+}
 
 
 def _reason(status: int) -> str:

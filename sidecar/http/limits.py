@@ -18,7 +18,8 @@ class ServerLimits:
     max_header_bytes: int = 16 * 1024
     # A complete request head must arrive this soon after its first byte (or after accept): slowloris.
     header_timeout: float = 10.0
-    # A keep-alive connection with no new request for this long is closed.
+    # A keep-alive connection with no new request for this long is closed (checked every
+    # min(1 s, idle_timeout / 4), so it may take that much longer).
     idle_timeout: float = 60.0
     # A request body larger than this gets 413 (lokal only receives small JSON bodies).
     max_request_body: int = 1024 * 1024

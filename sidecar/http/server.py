@@ -3,6 +3,7 @@
 Rules:
 - The server owns its listening and accepted sockets (non-blocking stdlib sockets). It closes them all.
 - Past `max_connections`, a new connection gets a canned 503 and is closed at once: never queued, never hung.
+- Keep-alive connections idle for `idle_timeout` are closed by one sweep task for all of them.
 - Shutdown: stop accepting, close idle keep-alive connections, let in-flight responses finish for at most
   `drain_timeout`, then cancel whatever is left. `serve` returns after that.
 - No globals: every bit of state lives on the `HttpServer` object.
@@ -79,6 +80,7 @@ class HttpServer:
             async with anyio.create_task_group() as tg:
                 accept_scope = anyio.CancelScope()
                 tg.start_soon(self._accept_loop, listener, tg, accept_scope)
+                tg.start_soon(self._sweep_idle)
                 log_event(self._logger, "http_listening", host=host, port=port)
                 task_status.started((host, port))
                 await self._shutdown_requested.wait()
@@ -147,6 +149,17 @@ class HttpServer:
                 if accepted >= _ACCEPT_BATCH:
                     accepted = 0
                     await anyio.lowlevel.checkpoint()
+
+    async def _sweep_idle(self) -> None:
+        """Close keep-alive connections idle for `idle_timeout` (one timer for all of them, instead of
+        a cancel scope per wait); a connection goes at most a quarter of the timeout (or 1 s) late."""
+        timeout = self.limits.idle_timeout
+        tick = min(1.0, timeout / 4)
+        while True:
+            await anyio.sleep(tick)
+            cutoff = anyio.current_time() - timeout
+            for conn in list(self._connections):
+                conn.close_if_idle(cutoff)
 
     async def _run_connection(self, conn: HttpConnection) -> None:
         try:

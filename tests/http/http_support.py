@@ -54,6 +54,12 @@ class SampleHandler:
             return Response(200, [], self._stream([b"x" * 30], length=100, fail=True))
         if path == "/stream-fail-chunked":
             return Response(200, [], self._stream([b"x" * 30], length=None, fail=True))
+        if path == "/stream-long":  # yields more than its length
+            return Response(200, [], self._stream([b"abc"] * 10, length=13))
+        if path == "/stream-short":  # ends before its length, without an error
+            return Response(200, [], self._stream([b"abc"] * 10, length=31))
+        if path == "/bad-header":
+            return Response(200, [("x-injected", "a\r\nset-cookie: x")], b"never sent")
         if path == "/stream-fail-first":
             return Response(200, [], self._stream([], length=100, fail=True))
         if path == "/boom":

@@ -6,7 +6,17 @@ import h11
 import pytest
 
 from sidecar.http import FileBody, Request, Response, ServerLimits, StreamBody
-from sidecar.http.framing import canned_response, error_response, response_headers
+from sidecar.http.framing import (
+    BadResponse,
+    BodyFraming,
+    ResponseHead,
+    canned_response,
+    chunk,
+    error_response,
+    read_request,
+    response_head,
+    response_headers,
+)
 from sidecar.http.messages import parse_query, split_target
 
 
@@ -114,3 +124,97 @@ def test_default_limits_are_the_documented_ones() -> None:
     limits = ServerLimits()
     assert limits.max_header_bytes == 16 * 1024
     assert limits.header_timeout == 10.0
+
+
+def _head(
+    response: Response, method: str = "GET", keep_alive: bool = True, http11: bool = True
+) -> ResponseHead:
+    return response_head(response, method=method, keep_alive=keep_alive, http11=http11)
+
+
+def _parsed(head: ResponseHead, method: str = "GET") -> h11.Response:
+    """The head as h11's client side reads it (so every head we write is one h11 accepts)."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(head.data)
+    event = conn.next_event()
+    assert isinstance(event, h11.Response)
+    return event
+
+
+def test_a_known_length_answer_is_framed_by_content_length_and_keeps_the_connection() -> None:
+    head = _head(Response(200, [("Content-Type", "text/plain")], b"hello"))
+    assert head.data == b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\ncontent-length: 5\r\n\r\n"
+    assert head.framing is BodyFraming.LENGTH and head.keep_alive
+
+
+def test_unknown_length_is_chunked_for_http11_and_close_delimited_for_http10() -> None:
+    chunked = _head(Response(200, [], _stream(None)))
+    assert chunked.framing is BodyFraming.CHUNKED and chunked.keep_alive
+    assert (b"transfer-encoding", b"chunked") in list(_parsed(chunked).headers)
+    old = _head(Response(200, [], _stream(None)), http11=False, keep_alive=False)
+    assert old.framing is BodyFraming.UNTIL_CLOSE and not old.keep_alive
+    assert (b"connection", b"close") in list(_parsed(old).headers)
+    assert b"transfer-encoding" not in old.data and b"content-length" not in old.data
+
+
+def test_head_and_no_content_answers_have_no_body_bytes() -> None:
+    assert _head(Response(200, [], b"abc"), method="HEAD").framing is BodyFraming.NONE
+    assert _head(Response(204, [], b""), method="GET").framing is BodyFraming.NONE
+    assert _head(Response(304, [("content-length", "9")], b"")).data == b"HTTP/1.1 304 Not Modified\r\n\r\n"
+
+
+def test_a_handler_connection_close_ends_the_connection_with_one_close_header() -> None:
+    head = _head(Response(400, [("Connection", "close")], b"x"), keep_alive=True)
+    assert not head.keep_alive
+    assert head.data.lower().count(b"connection:") == 1
+    draining = _head(Response(200, [("connection", "keep-alive")], b"x"), keep_alive=False)
+    assert not draining.keep_alive
+    assert [v for k, v in _parsed(draining).headers if k == b"connection"] == [b"close"]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        Response(199, [], b""),
+        Response(1000, [], b""),
+        Response(200, [("bad name", "x")], b""),
+        Response(200, [("x-a", "evil\r\nx-b: 1")], b""),
+        Response(200, [("x-a", " padded")], b""),
+        Response(200, [("x-a", "\u20ac")], b""),
+    ],
+)
+def test_answers_h11_would_refuse_are_refused(response: Response) -> None:
+    with pytest.raises(BadResponse):
+        _head(response)
+
+
+def test_a_head_answer_with_a_non_numeric_handler_length_is_refused() -> None:
+    with pytest.raises(BadResponse):
+        _head(Response(200, [("content-length", "12, 12")], b""), method="HEAD")
+
+
+def test_unknown_statuses_get_an_empty_reason_and_chunks_are_hex_framed() -> None:
+    assert _head(Response(299, [], b"")).data.startswith(b"HTTP/1.1 299 \r\n")
+    assert chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "keep_alive", "http11"),
+    [
+        (b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", True, True),
+        (b"GET / HTTP/1.1\r\nhost: x\r\nconnection: keep-alive, Close\r\n\r\n", False, True),
+        (b"GET / HTTP/1.0\r\n\r\n", False, False),
+        (b"CONNECT x:1 HTTP/1.1\r\nhost: x\r\n\r\n", False, True),
+    ],
+)
+def test_request_keep_alive_follows_h11(raw: bytes, keep_alive: bool, http11: bool) -> None:
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(raw)
+    event = conn.next_event()
+    assert isinstance(event, h11.Request)
+    request, head = read_request(event, ("127.0.0.1", 1))
+    assert (head.keep_alive, head.http11) == (keep_alive, http11)
+    assert head.size >= len(raw) - 4
+    assert request.header("host") == ("x" if http11 else None)

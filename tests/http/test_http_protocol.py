@@ -180,7 +180,9 @@ def test_request_body_over_the_limit_gets_413_and_close(handler: SampleHandler) 
         assert reader.at_eof()
 
 
-@pytest.mark.parametrize("path", ["/stream-fail", "/stream-fail-chunked", "/file-short"])
+@pytest.mark.parametrize(
+    "path", ["/stream-fail", "/stream-fail-chunked", "/file-short", "/stream-long", "/stream-short"]
+)
 def test_body_failing_mid_way_truncates_the_answer_and_closes_the_connection(
     server: RunningServer, path: str
 ) -> None:
@@ -194,6 +196,16 @@ def test_body_failing_mid_way_truncates_the_answer_and_closes_the_connection(
     again = exchange(server, request_bytes("GET", "/bytes"))
     assert again is not None and again.status == 200
     assert "stream" in server.handler.released or "file" in server.handler.released
+
+
+def test_a_header_that_would_split_the_answer_gets_500_and_close(server: RunningServer) -> None:
+    with server.connect() as sock:
+        sock.sendall(request_bytes("GET", "/bad-header"))
+        reader = AnswerReader(sock)
+        answer = reader.read()
+        assert answer is not None and answer.status == 500
+        assert answer.header("set-cookie") is None and answer.header("x-injected") is None
+        assert reader.at_eof()
 
 
 def test_stream_failing_before_its_first_byte_gets_502_and_close(server: RunningServer) -> None:
