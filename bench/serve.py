@@ -69,7 +69,7 @@ from sidecar.lab.registry import free_port
 
 SERVERS = ("lokal", "nginx", "docker-registry")
 SCENARIOS = ("large_1conn", "medium_64conn", "small_64conn")
-FIGURES = ("throughput_MBps", "req_per_s", "cpu_s_per_GB", "p99_ms")
+FIGURES = ("throughput_MBps", "req_per_s", "cpu_s_per_GB", "cpu_us_per_request", "p99_ms")
 TARGETS = {
     # scenario: {figure: (bound kind, value)} against nginx (ratios) or absolute (p99 of lokal)
     "large_1conn": {"throughput_ratio_vs_nginx": (">=", 0.95), "cpu_per_GB_ratio_vs_nginx": ("<=", 1.3)},
@@ -198,6 +198,7 @@ def measure(server: Server, scenario: str, lab: StoreLab, profile: Profile, base
         "p99_ms": result.p99_ms,
         "server_cpu_s": cpu,
         "cpu_s_per_GB": cpu / gigabytes if gigabytes else math.nan,
+        "cpu_us_per_request": cpu * 1e6 / result.requests if result.requests else math.nan,
         "client_cpu_s": client_cpu,
         "non_2xx": result.non_2xx,
         "socket_errors": result.socket_errors,  # type: ignore[dict-item]
@@ -222,7 +223,10 @@ def run_rounds(
 def _brief(scenario: str, figures: object) -> str:
     assert isinstance(figures, dict)
     if scenario == "small_64conn":
-        return f"{figures['req_per_s']:.0f} req/s p99 {figures['p99_ms']:.1f} ms"
+        return (
+            f"{figures['req_per_s']:.0f} req/s p99 {figures['p99_ms']:.1f} ms"
+            f" {figures['cpu_us_per_request']:.0f} cpu-us/req"
+        )
     return f"{figures['throughput_MBps']:.0f} MB/s {figures['cpu_s_per_GB']:.3f} cpu-s/GB"
 
 
