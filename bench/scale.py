@@ -9,6 +9,12 @@ time (an injected clock).
 Every region is simulated in full, one after the other: each region keeps its own index, so regions share
 no state, and running them in turn bounds memory. Cross-region lookups are covered by the tests, not here.
 
+One process stands in for every node of a region, so they share one `Ring` per snapshot and its memo: a
+key's homes are computed once per snapshot, by the first node that needs them, as a real node computes its
+own. The per-node CPU of a membership change is measured apart, as one real node pays it (`rehome`: a
+1-join/1-leave change at the full run's region size, the full recompute the advertiser used to do versus
+the incremental one it does now, interleaved, on cold rings, with the longest event-loop stall).
+
 Usage: bench/scale [--quick] [--json PATH]   (prints one JSON document on stdout)
 """
 
@@ -22,9 +28,10 @@ import json
 import math
 import platform
 import random
+import statistics
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +40,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sidecar.cluster.model import Membership, Peer
 from sidecar.routing import (
     Advertiser,
+    AdvertiseReply,
+    AdvertiseRequest,
     HolderStore,
+    HomeTable,
     IndexService,
     InProcessNetwork,
     Lookup,
+    LookupReply,
+    LookupRequest,
     Ring,
+    plan_full,
+    plan_membership_push,
 )
 
 INTERVAL = 600.0
@@ -120,19 +134,21 @@ async def simulate_region(  # noqa: PLR0915 (one linear scenario, read top to bo
     ttl = 3 * INTERVAL
     services: dict[str, IndexService] = {}
     advertisers: dict[str, Advertiser] = {}
+    local_keys: dict[str, list[str]] = {}
     for p in peers:
         assert p.address is not None
         services[p.name] = IndexService(HolderStore(ttl, args.max_entries), membership)
         network.attach(p.address, services[p.name])
-        keys = catalogue.node_keys(rng, args.keys_per_node, args.unique_keys, p.name)
-        advertisers[p.name] = Advertiser(network.transport(p.address), ring, keys, workers=1)
-    unique_keys = {k for a in advertisers.values() for k in a.keys}
+        local_keys[p.name] = catalogue.node_keys(rng, args.keys_per_node, args.unique_keys, p.name)
+    unique_keys = {k for keys in local_keys.values() for k in keys}
     timings["workload_s"] = time.perf_counter() - started
 
-    # placement of every distinct key once (the ring memoises it, as one process would)
+    # placement: each node's home table; every distinct key is scored once (the shared ring memoises it)
     t = time.perf_counter()
-    for key in unique_keys:
-        ring.homes(key)
+    for p in peers:
+        advertisers[p.name] = Advertiser(
+            network.transport(p.address or ""), ring, local_keys.pop(p.name), workers=1
+        )
     timings["placement_s"] = time.perf_counter() - t
 
     # startup: every node advertises every key to its homes, one request per home node
@@ -183,7 +199,19 @@ async def simulate_region(  # noqa: PLR0915 (one linear scenario, read top to bo
     new_peers = [p for p in peers if p.name not in leavers] + joiners
     new_membership = Membership.of(new_peers[0].name, new_peers)
     new_ring = Ring(new_membership.region_ring(region), args.k, memo_size=10_000_000)
-    moved = sum(1 for key in unique_keys if set(ring.home_names(key)) != set(new_ring.home_names(key)))
+    # the distinct keys moved to the new ring incrementally, as each node moves its own: this also fills
+    # the shared memo, so the nodes below reuse it
+    every_key: HomeTable[Peer] = HomeTable(ring)
+    for key in unique_keys:
+        every_key.add(key)
+    change = every_key.change(new_ring)
+    for key in change.keys:
+        change.apply(key)
+    change.commit()
+    moved = sum(1 for key in unique_keys if set(ring.home_names(key)) != set(every_key.home_names(key)))
+    rescored = change.rescored
+    del every_key, change
+    timings["churn_rehome_s"] = time.perf_counter() - t
     for name in leavers:
         network.detach(membership.peers[name].address or "")
         del services[name], advertisers[name]
@@ -229,6 +257,7 @@ async def simulate_region(  # noqa: PLR0915 (one linear scenario, read top to bo
         "false_hits_on_misses": misses_found,
         "churned_nodes": churned,
         "keys_moved": moved,
+        "keys_rescored_on_whole_ring": rescored,
         "push_messages": push_messages,
         "pushed_entries_to_joiners": pushed_entries,
         "entries_after_churn": total_entries_after,
@@ -238,7 +267,109 @@ async def simulate_region(  # noqa: PLR0915 (one linear scenario, read top to bo
     }
 
 
-def summarise(regions: list[dict[str, Any]], args: argparse.Namespace, elapsed: float) -> dict[str, Any]:
+class NullTransport:
+    """Every request succeeds at once: the rehome measure counts placement CPU, not the network."""
+
+    async def advertise(self, peer: Peer, request: AdvertiseRequest) -> AdvertiseReply:
+        return AdvertiseReply(len(request.add) + len(request.remove), 0)
+
+    async def lookup(self, peer: Peer, request: LookupRequest) -> LookupReply:
+        return LookupReply({})
+
+
+async def on_loop(work: Awaitable[object]) -> tuple[float, float]:
+    """(CPU seconds, longest event-loop stall) of `work`, with a task that wants the loop all the time.
+
+    The stall is the most CPU time the loop spent elsewhere before that task got it back: CPU rather than
+    wall time, so that other processes on a shared machine do not inflate it."""
+    done = False
+    stall = 0.0
+
+    async def ticker() -> None:
+        nonlocal stall
+        while not done:
+            t = time.process_time()
+            await asyncio.sleep(0)
+            stall = max(stall, time.process_time() - t)
+
+    ticking = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    cpu = time.process_time()
+    await work
+    cpu = time.process_time() - cpu
+    done = True
+    await ticking
+    return cpu, stall
+
+
+async def _full_recompute(
+    old: Ring[Peer], new: Ring[Peer], keys: list[str], transport: NullTransport
+) -> None:
+    # what Advertiser.membership_changed did before the home table: every key against the whole new ring
+    for batch in plan_membership_push(old, new, keys):
+        await transport.advertise(batch.home, batch.request)
+
+
+async def _full_advertise(ring: Ring[Peer], keys: list[str], transport: NullTransport) -> None:
+    # the startup of the advertiser before the home table: plan_full on the ring, in one go
+    for batch in plan_full(ring, keys):
+        await transport.advertise(batch.home, batch.request)
+
+
+async def measure_rehome(nodes: int, keys_count: int, repetitions: int, seed: int) -> dict[str, Any]:
+    """One node's membership change (1 join, 1 leave) before and after incremental placement."""
+    rng = random.Random(seed)
+    peers = [Peer(f"m-n{i}", f"10.200.{i // 250}.{i % 250 + 1}", "m", f"m-z{i % 3}") for i in range(nodes)]
+    keys = [digest(f"m-key-{i}") for i in range(keys_count)]
+    transport = NullTransport()
+    before: list[tuple[float, float]] = []
+    after: list[tuple[float, float]] = []
+    rescored: list[int] = []
+    old = Ring(peers)
+    for key in keys:  # the old ring knows the local keys: the advertiser placed them when they arrived
+        old.home_names(key)
+    for rep in range(repetitions):
+        leaver = rng.randrange(nodes)
+        new_peers = [p for i, p in enumerate(peers) if i != leaver]
+        new_peers.append(Peer(f"m-join{rep}", f"10.201.0.{rep + 1}", "m", "m-z0"))
+        advertiser = Advertiser(transport, old, keys)  # its home table, from the old ring's memo
+        for side in ("before", "after") if rep % 2 == 0 else ("after", "before"):
+            new = Ring(new_peers)  # cold: a snapshot's rings are built when it arrives
+            if side == "before":
+                before.append(await on_loop(_full_recompute(old, new, keys, transport)))
+            else:
+                after.append(await on_loop(advertiser.membership_changed(new)))
+                rescored.append(sum(1 for k in keys if peers[leaver].name in old.home_names(k)))
+    startup_before = await on_loop(_full_advertise(Ring(peers), keys, transport))
+    startup = await on_loop(Advertiser(transport, Ring(peers)).load(keys))
+    before_cpu = statistics.median(c for c, _ in before)
+    after_cpu = statistics.median(c for c, _ in after)
+    return {
+        "nodes_per_region": nodes,
+        "keys": keys_count,
+        "change": "1 node leaves and 1 joins this node's region",
+        "repetitions": repetitions,
+        "method": "time.process_time of one node's work (placement and planning; a transport that answers "
+        "at once), cold new ring, before/after interleaved, medians; stall = the most CPU time the event "
+        "loop spent before a task waiting for it got it back",
+        "full_recompute_cpu_s": round(before_cpu, 4),
+        "incremental_cpu_s": round(after_cpu, 4),
+        "speedup": round(before_cpu / after_cpu, 1) if after_cpu else None,
+        "full_recompute_max_loop_stall_cpu_s": round(max(s for _, s in before), 4),
+        "incremental_max_loop_stall_cpu_s": round(max(s for _, s in after), 4),
+        "keys_that_lost_a_home_per_repetition": rescored,
+        "startup": "placing every local key on a cold ring (unavoidably keys x ring size): the advertiser "
+        "used to do it in one go (full advertise plan), it now does it in slices",
+        "startup_place_keys_cpu_s_before": round(startup_before[0], 3),
+        "startup_place_keys_max_loop_stall_cpu_s_before": round(startup_before[1], 4),
+        "startup_place_keys_cpu_s": round(startup[0], 3),
+        "startup_place_keys_max_loop_stall_cpu_s": round(startup[1], 4),
+    }
+
+
+def summarise(
+    regions: list[dict[str, Any]], rehome: dict[str, Any], args: argparse.Namespace, elapsed: float
+) -> dict[str, Any]:
     nodes = sum(r["nodes"] for r in regions)
     entries = [e for r in regions for e in r["entries"]]
     requests = [q for r in regions for q in r["requests_per_full"]]
@@ -275,6 +406,9 @@ def summarise(regions: list[dict[str, Any]], args: argparse.Namespace, elapsed: 
         "churn_fraction_of_nodes": args.churn,
         "churn_model": "in each region, this fraction of nodes leaves and as many new empty nodes join",
         "churn_keys_moved_fraction": round(sum(r["keys_moved"] for r in regions) / unique, 4),
+        "churn_keys_rescored_fraction": round(
+            sum(r["keys_rescored_on_whole_ring"] for r in regions) / unique, 4
+        ),
         "churn_push_messages": sum(r["push_messages"] for r in regions),
         "churn_push_messages_per_surviving_node": round(
             sum(r["push_messages"] for r in regions) / sum(r["nodes"] - r["churned_nodes"] for r in regions),
@@ -287,6 +421,9 @@ def summarise(regions: list[dict[str, Any]], args: argparse.Namespace, elapsed: 
             4,
         ),
         "lookup_hit_rate_after_churn_push": round(min(r["hit_rate_after_churn_push"] for r in regions), 4),
+        "membership_change_cpu_s_before": rehome["full_recompute_cpu_s"],
+        "membership_change_cpu_s_after": rehome["incremental_cpu_s"],
+        "membership_change": rehome,
         "kademlia_computed": {
             "measured": False,
             "note": "computed from textbook Kademlia bounds for the same N, not measured",
@@ -298,6 +435,8 @@ def summarise(regions: list[dict[str, Any]], args: argparse.Namespace, elapsed: 
         },
         "simulated": {
             "transport": "in-process, messages not JSON-encoded",
+            "placement": "one ring per snapshot shared by all simulated nodes of a region (a key's homes "
+            "computed once per snapshot); per-node CPU is in membership_change",
             "regions_run": "each region in full, one after another (indices are per region)",
             "workload": f"{args.images} images Zipf(1.0) over {args.bases} shared bases, "
             f"{args.unique_keys} node-unique keys per node",
@@ -325,13 +464,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-entries", type=int, default=400_000)
     parser.add_argument("--size-sample", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rehome-nodes", type=int, default=1667, help="ring size of the rehome measure")
+    parser.add_argument("--rehome-keys", type=int, default=3000, help="local keys of the rehome measure")
+    parser.add_argument("--rehome-repetitions", type=int, help="interleaved before/after pairs")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     args.nodes = args.nodes or (600 if args.quick else 5000)
     args.keys_per_node = args.keys_per_node or (1000 if args.quick else 3000)
     args.images = args.images or (1000 if args.quick else 3000)
+    args.rehome_repetitions = args.rehome_repetitions or (3 if args.quick else 7)
     if args.nodes < args.regions * 4 or args.keys_per_node < 1 or not 0 < args.churn < 1:
         parser.error("need --nodes >= 4 per region, --keys-per-node >= 1 and 0 < --churn < 1")
+    if args.rehome_nodes < 2 or args.rehome_keys < 1 or args.rehome_repetitions < 1:
+        parser.error("need --rehome-nodes >= 2, --rehome-keys >= 1 and --rehome-repetitions >= 1")
     started = time.perf_counter()
     rng = random.Random(args.seed)
     catalogue = Catalogue(rng, args.images, args.bases)
@@ -341,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(asyncio.run(simulate_region(f"region{index}", index, count, catalogue, args, rng)))
         gc.collect()
         print(f"region{index} done in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-    report = summarise(results, args, time.perf_counter() - started)
+    rehome = asyncio.run(
+        measure_rehome(args.rehome_nodes, args.rehome_keys, args.rehome_repetitions, args.seed)
+    )
+    print(f"rehome measure done in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    report = summarise(results, rehome, args, time.perf_counter() - started)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
