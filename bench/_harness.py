@@ -420,5 +420,20 @@ def _compact_json(document: object) -> bytes:
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
+def source_version() -> dict[str, object]:
+    """The commit measured, and any uncommitted changes under sidecar/ (other engineers work in the tree)."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+        )
+        return out.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_in_sidecar": git("status", "--short", "sidecar").splitlines(),
+    }
+
+
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

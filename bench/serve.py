@@ -19,7 +19,7 @@ Output: JSON (stdout and `bench/results/serve.json`, or `serve-quick.json` with 
 figures per server, the per-round ratios lokal/nginx and lokal/docker-registry, their medians, and the
 targets of docs/performance.md with pass/fail.
 
-    .venv/bin/python bench/serve.py            # full: 1 GiB, 100 MiB, 64 x 64 KiB, 5 rounds (~5 min)
+    .venv/bin/python bench/serve.py            # full: 1 GiB, 100 MiB, 64 x 64 KiB, 7 rounds (~5 min)
     .venv/bin/python bench/serve.py --quick    # 256 MiB, 32 MiB, 16 x 64 KiB, 2 rounds (~1.5 min)
 """
 
@@ -59,6 +59,7 @@ from _harness import (
     rotated,
     rounded,
     run_wrk,
+    source_version,
     wait_listening,
     which_or_fail,
     wrk_cycle_script,
@@ -88,7 +89,7 @@ class Profile:
     seconds: float
 
 
-FULL = Profile(large=GiB, medium=100 * MiB, small=64 << 10, small_count=64, rounds=5, seconds=4)
+FULL = Profile(large=GiB, medium=100 * MiB, small=64 << 10, small_count=64, rounds=7, seconds=4)
 QUICK = Profile(large=256 * MiB, medium=32 * MiB, small=64 << 10, small_count=16, rounds=2, seconds=2)
 
 
@@ -279,7 +280,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller blobs, 2 rounds (~1.5 min)")
-    parser.add_argument("--rounds", type=int, help="rounds (default: 5, or 2 with --quick)")
+    parser.add_argument("--rounds", type=int, help="rounds (default: 7, or 2 with --quick)")
     parser.add_argument("--seconds", type=float, help="seconds per wrk run (default: 4, or 2 with --quick)")
     parser.add_argument("--out", type=Path, help="JSON file (default: bench/results/serve[-quick].json)")
     parser.add_argument("--keep-running", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -325,6 +326,7 @@ def main() -> int:
         },
         "load": "wrk, 1 connection/1 thread (large), 64 connections/2 threads (medium, small), "
         f"{profile.seconds:.0f}s per run; server order rotated per round",
+        "source": source_version(),
         "wall_seconds": time.monotonic() - started,
         "summary": summary,
         "rounds": results,

@@ -51,6 +51,7 @@ from _harness import (
     ratio,
     rotated,
     rounded,
+    source_version,
 )
 
 from sidecar.containerd.client import ContainerdClient
@@ -285,6 +286,7 @@ def main() -> int:
             "sendfile_devnull": "os.sendfile file -> /dev/null",
             "sendfile_tcp": "os.sendfile file -> loopback TCP, drained by a thread (recv_into 1 MiB)",
         },
+        "source": source_version(),
         "wall_seconds": time.monotonic() - started,
         "summary": summarise(rows),
         "rounds": rows,
