@@ -139,6 +139,9 @@ class HttpServer:
                 else:
                     with contextlib.suppress(OSError):  # not TCP (a Unix socket)
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    with contextlib.suppress(OSError):
+                        # More bytes per sendfile wake-up: less Python per GB (see ServerLimits).
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.send_buffer)
                     client = _client_address(addr)
                     conn = HttpConnection(
                         sock, client, self.handler, self.limits, self._logger, self._is_draining

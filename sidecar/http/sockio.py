@@ -72,13 +72,17 @@ async def send_file(sock: socket.socket, fd: int, offset: int, length: int, stal
     A body that fits in the socket buffer goes out without any wait, scope or clock read. Otherwise one
     cancel scope covers the rest of the body (a scope per wait costs as much as the wait itself): it is
     armed for the wait in progress, and re-armed only when it fires while the reader still makes progress.
+    A short send means the socket buffer is full: we wait at once instead of trying again for EAGAIN.
     """
     out = sock.fileno()
     budget = YIELD_EVERY_BYTES
+    full = False
     while True:  # the fast path: no waiting at all
+        chunk = min(length, SENDFILE_MAX_CHUNK)
         try:
-            sent = os.sendfile(out, fd, offset, min(length, SENDFILE_MAX_CHUNK))
+            sent = os.sendfile(out, fd, offset, chunk)
         except BlockingIOError:
+            full = True
             break
         if sent == 0:
             raise FileBodyShort(f"file ended with {length} bytes still promised")
@@ -87,9 +91,10 @@ async def send_file(sock: socket.socket, fd: int, offset: int, length: int, stal
         if length <= 0:
             return
         budget -= sent
-        if budget <= 0:
-            break  # a fast reader: go on in the pump, which yields to the others
-    pump = _FilePump(out, fd, offset, length)
+        if sent < chunk or budget <= 0:
+            full = sent < chunk
+            break  # a full buffer, or a fast reader: go on in the pump, which waits and yields
+    pump = _FilePump(out, fd, offset, length, full)
     while pump.length > 0:
         with anyio.CancelScope(deadline=pump.waiting_since + stall_timeout) as scope:
             await pump.run(sock)
@@ -100,32 +105,39 @@ async def send_file(sock: socket.socket, fd: int, offset: int, length: int, stal
 class _FilePump:
     """The progress of one sendfile body, kept outside the cancel scope that bounds its waits."""
 
-    __slots__ = ("_in", "_out", "length", "offset", "waiting_since")
+    __slots__ = ("_in", "_out", "full", "length", "offset", "waiting_since")
 
-    def __init__(self, out: int, fd: int, offset: int, length: int) -> None:
+    def __init__(self, out: int, fd: int, offset: int, length: int, full: bool) -> None:
         self._out = out
         self._in = fd
         self.offset = offset
         self.length = length
+        self.full = full  # the socket buffer is full: wait before the next send
         self.waiting_since = anyio.current_time()  # when the current wait (or the pump) began
 
     async def run(self, sock: socket.socket) -> None:
         out, fd, sendfile = self._out, self._in, os.sendfile
         since_yield = 0
         while self.length > 0:
-            try:
-                sent = sendfile(out, fd, self.offset, min(self.length, SENDFILE_MAX_CHUNK))
-            except BlockingIOError:
+            if self.full:
                 self.waiting_since = anyio.current_time()
                 await anyio.wait_writable(sock)
+                self.full = False
                 since_yield = 0
+            chunk = min(self.length, SENDFILE_MAX_CHUNK)
+            try:
+                sent = sendfile(out, fd, self.offset, chunk)
+            except BlockingIOError:
+                self.full = True
                 continue
             if sent == 0:
                 raise FileBodyShort(f"file ended with {self.length} bytes still promised")
             self.offset += sent
             self.length -= sent
             since_yield += sent
-            if since_yield >= YIELD_EVERY_BYTES:
+            if sent < chunk:
+                self.full = True
+            elif since_yield >= YIELD_EVERY_BYTES:
                 since_yield = 0
                 self.waiting_since = anyio.current_time()
                 await anyio.lowlevel.checkpoint()

@@ -124,6 +124,7 @@ def test_default_limits_are_the_documented_ones() -> None:
     limits = ServerLimits()
     assert limits.max_header_bytes == 16 * 1024
     assert limits.header_timeout == 10.0
+    assert limits.send_buffer == 4 * 1024 * 1024
 
 
 def _head(
