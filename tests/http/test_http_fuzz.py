@@ -16,7 +16,7 @@ from http_support import (
     request_bytes,
     run_server,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sidecar.http import ServerLimits
@@ -80,6 +80,10 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=requests)
+# Always fetch the whole file, alone and pipelined: random generation reaches a well-formed GET /file
+# only now and then, which once made a fixture bug (a file shorter than promised) look like a flaky test.
+@example(raw=request_bytes("GET", "/file"))
+@example(raw=request_bytes("GET", "/file") + request_bytes("GET", "/bytes") + request_bytes("GET", "/file"))
 def test_any_bytes_get_only_well_formed_answers_and_the_server_survives(
     fuzz_server: RunningServer, raw: bytes
 ) -> None:

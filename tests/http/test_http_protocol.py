@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -48,6 +49,35 @@ def test_file_bodies_arrive_whole_with_their_length(server: RunningServer) -> No
     assert answer is not None
     assert answer.header("content-length") == str(FILE_SIZE)
     assert answer.body == server.handler.file_path.read_bytes()
+
+
+def test_clients_that_half_close_after_asking_get_whole_files_even_when_many_ask_at_once(
+    server: RunningServer,
+) -> None:
+    expected = server.handler.file_path.read_bytes()
+    answers: list[bytes | BaseException] = []
+
+    def fetch() -> None:
+        try:
+            with server.connect() as sock:
+                sock.sendall(request_bytes("GET", "/file") + request_bytes("GET", "/file"))
+                sock.shutdown(socket.SHUT_WR)  # as the fuzz test does: our input ends here
+                reader = AnswerReader(sock)
+                for _ in range(2):
+                    answer = reader.read()
+                    answers.append(answer.body if answer is not None else b"")
+                answers.append(b"eof" if reader.at_eof() else b"more")
+        except BaseException as exc:  # reported by the assertion below
+            answers.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 8 * 3
+    assert all(a == expected for a in answers if a != b"eof"), "a file body was cut or failed"
+    assert answers.count(b"eof") == 8
 
 
 def test_keep_alive_serves_several_answers_on_one_connection_including_after_sendfile(
