@@ -93,12 +93,13 @@ def serve_core(root: Path, port: int) -> None:
     from sidecar.http import FileBody, HttpServer, Request, Response, ServerLimits
 
     names = {"/" + str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    base = str(root)
     not_found = Response(404, [("content-type", "text/plain")], b"not found\n")
 
     async def handler(request: Request) -> Response:
         if request.path not in names:
             return not_found
-        fd = os.open(str(root) + request.path, os.O_RDONLY)
+        fd = os.open(base + request.path, os.O_RDONLY)
         size = os.fstat(fd).st_size
         return Response(
             200,

@@ -182,7 +182,9 @@ class HttpConnection:
             return await self._send(framing.error_response(431, closing=True), request.method, head)
         if head.content_length is not None and head.content_length > limits.max_request_body:
             return await self._send(framing.error_response(413, closing=True), request.method, head)
-        if conn.their_state is h11.SEND_BODY:
+        # Without a body (a GET), h11 has nothing more to say about this request, and what it holds
+        # beyond the head is the next request: skip asking it for the empty body's end.
+        if head.has_body and conn.their_state is h11.SEND_BODY:
             body = await self._read_body(conn)
             if body is None:
                 return await self._send(framing.error_response(413, closing=True), request.method, head)

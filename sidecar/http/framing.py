@@ -19,13 +19,14 @@ Rules:
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from http import HTTPStatus
 
 import h11
 
-from sidecar.http.messages import Request, Response, body_length, split_target
+from sidecar.http.messages import Request, Response, split_target
 
 _FRAMING = ("content-length", "transfer-encoding")
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -55,6 +56,7 @@ class RequestHead:
 
     size: int  # request line plus headers, as sent
     content_length: int | None  # the declared body length (h11 has checked it)
+    has_body: bool  # a Content-Length above 0 or a Transfer-Encoding: else the head is the whole request
     keep_alive: bool  # whether the client lets us serve another request on this connection
     http11: bool  # HTTP/1.1 (else 1.0: no chunked answers)
 
@@ -74,6 +76,7 @@ def read_request(event: h11.Request, client: tuple[str, int]) -> tuple[Request, 
     raw_target = event.target
     size = len(method) + len(raw_target) + 12
     content_length: int | None = None
+    chunked = False
     modern = event.http_version >= b"1.1"  # as h11 decides: 1.0 never keeps alive nor gets chunks
     keep_alive = modern and method != b"CONNECT"  # we never tunnel: a CONNECT answer ends the connection
     headers: list[tuple[str, str]] = []
@@ -81,6 +84,8 @@ def read_request(event: h11.Request, client: tuple[str, int]) -> tuple[Request, 
         size += len(name) + len(value) + 4
         if name == b"content-length":
             content_length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
         elif name == b"connection" and keep_alive and _has_close_token(value):
             keep_alive = False
         headers.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -88,95 +93,80 @@ def read_request(event: h11.Request, client: tuple[str, int]) -> tuple[Request, 
     path, query = split_target(target)
     version = event.http_version.decode("latin-1")
     request = Request(method.decode("latin-1"), target, path, query, headers, version, client)
-    return request, RequestHead(size, content_length, keep_alive, modern)
-
-
-def request_from_event(event: h11.Request, client: tuple[str, int]) -> Request:
-    """The handler's view of h11's request event (names lowercase, text decoded as latin-1)."""
-    return read_request(event, client)[0]
+    has_body = chunked or bool(content_length)
+    return request, RequestHead(size, content_length, has_body, keep_alive, modern)
 
 
 def response_head(response: Response, *, method: str, keep_alive: bool, http11: bool) -> ResponseHead:
     """Frame `response` to a request of `method`: the head bytes, the body framing, and whether the
     connection may go on (`keep_alive`: the client and the server both allow it).
 
+    The handler's headers are kept, except the framing ones: on HEAD a handler's Content-Length wins
+    (there is no body to measure); otherwise Content-Length is the body's length when known, else
+    Transfer-Encoding: chunked (HTTP/1.1) or nothing (close-delimited, HTTP/1.0). A closing answer
+    carries one `Connection: close` instead of the handler's Connection headers.
     Raises `BadResponse` for a status or header h11 would refuse to send.
     """
     status = response.status
-    if type(status) is not int or not 200 <= status <= 999:
-        raise BadResponse(f"status {status!r} is not a final status code")
-    is_head = method == "HEAD"
-    length = body_length(response.body)
-    no_body = status in _NO_BODY_STATUSES
-    unknown_length = length is None and not no_body
-    if keep_alive and _asks_close(response.headers):
-        keep_alive = False
-    if is_head or no_body:
+    status_line = _STATUS_LINES.get(status) if type(status) is int else None
+    if status_line is None:
+        if type(status) is not int or not 200 <= status <= 999:
+            raise BadResponse(f"status {status!r} is not a final status code")
+        status_line = f"HTTP/1.1 {status} {reason_phrase(status).decode('ascii')}\r\n"
+    lines = [status_line]
+    handler_length: str | None = None
+    connection: list[str] | None = None  # the handler's Connection lines, sent only if we keep alive
+    for name, value in response.headers:
+        if type(name) is not str or type(value) is not str:
+            raise BadResponse(f"header {name!r} must be text, with a text value")
+        lowered = name.lower()
+        if lowered in _FRAMING:
+            if lowered == "content-length":
+                handler_length = value
+            continue
+        line = _header_line(name, value)
+        if lowered == "connection":
+            if _has_close_token(value.encode("latin-1")):
+                keep_alive = False
+            connection = [*(connection or []), line]
+            continue
+        lines.append(line)
+    body = response.body
+    length = len(body) if isinstance(body, bytes) else body.length
+    if method == "HEAD" or status in _NO_BODY_STATUSES:
         framing = BodyFraming.NONE
-    elif not unknown_length:
+    elif length is not None:
         framing = BodyFraming.LENGTH
     elif http11:
         framing = BodyFraming.CHUNKED
     else:
         framing = BodyFraming.UNTIL_CLOSE
         keep_alive = False
-    headers = response_headers(
-        response, is_head=is_head, closing=not keep_alive, chunked=unknown_length and http11
-    )
-    return ResponseHead(encode_head(status, headers), framing, keep_alive)
-
-
-def response_headers(
-    response: Response, *, is_head: bool, closing: bool, chunked: bool = False
-) -> list[tuple[str, str]]:
-    """The headers to send for `response`: the handler's, with framing set by the server.
-
-    On HEAD a handler's Content-Length wins; otherwise Content-Length is the body's length when known,
-    else `chunked` says Transfer-Encoding: chunked (HTTP/1.1) or nothing (close-delimited, HTTP/1.0).
-    `closing` replaces the handler's Connection header with `Connection: close`.
-    """
-    status = response.status
-    headers: list[tuple[str, str]] = []
-    handler_length: str | None = None
-    for name, value in response.headers:
-        lowered = name.lower()
-        if lowered in _FRAMING:
-            if lowered == "content-length":
-                handler_length = value
-            continue
-        if closing and lowered == "connection":
-            continue
-        headers.append((name, value))
     if status not in _NO_BODY_STATUSES:
-        if is_head and handler_length is not None:
-            if not _DIGITS.fullmatch(handler_length):
+        if method == "HEAD" and handler_length is not None:
+            if _DIGITS.fullmatch(handler_length) is None:
                 raise BadResponse(f"content-length {handler_length!r} is not a number")
-            headers.append(("content-length", handler_length))
-        else:
-            length = body_length(response.body)
-            if length is not None:
-                headers.append(("content-length", str(length)))
-            elif chunked:
-                headers.append(("transfer-encoding", "chunked"))
-    if closing:
-        headers.append(("connection", "close"))
-    return headers
+            lines.append(f"content-length: {handler_length}\r\n")
+        elif length is not None:
+            lines.append(f"content-length: {length}\r\n")
+        elif http11:
+            lines.append("transfer-encoding: chunked\r\n")
+    if not keep_alive:
+        lines.append("connection: close\r\n\r\n")
+    else:
+        if connection:
+            lines += connection
+        lines.append("\r\n")
+    return ResponseHead("".join(lines).encode("latin-1"), framing, keep_alive)
 
 
-def encode_head(status: int, headers: list[tuple[str, str]]) -> bytes:
-    """The status line and header block of an answer, checked as strictly as h11 checks them."""
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = f"HTTP/1.1 {status} {reason_phrase(status).decode('ascii')}\r\n"
-    parts = [line]
-    for name, value in headers:
-        if type(name) is not str or type(value) is not str:
-            raise BadResponse(f"header {name!r} must be text, with a text value")
-        if _TOKEN.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
-            raise BadResponse(f"header {name!r}: {value!r} is not a valid HTTP header")
-        parts.append(f"{name}: {value}\r\n")
-    parts.append("\r\n")
-    return "".join(parts).encode("latin-1")
+@functools.lru_cache(maxsize=1024)
+def _header_line(name: str, value: str) -> str:
+    """`name: value` and its line end, checked as strictly as h11 checks it (handlers repeat the same
+    headers, so the check is remembered)."""
+    if _TOKEN.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
+        raise BadResponse(f"header {name!r}: {value!r} is not a valid HTTP header")
+    return f"{name}: {value}\r\n"
 
 
 def chunk(data: bytes) -> bytes:
@@ -188,21 +178,8 @@ LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def may_have_body(status: int, method: str) -> bool:
-    """Whether body bytes may follow the head of this answer."""
-    return method != "HEAD" and status not in _NO_BODY_STATUSES
-
-
 def _has_close_token(value: bytes) -> bool:
     return any(token.strip().lower() == b"close" for token in value.split(b","))
-
-
-def _asks_close(headers: list[tuple[str, str]]) -> bool:
-    """Whether the handler's headers say Connection: close."""
-    for name, value in headers:
-        if name.lower() == "connection" and any(t.strip().lower() == "close" for t in value.split(",")):
-            return True
-    return False
 
 
 def error_response(status: int, text: str | None = None, *, closing: bool = False) -> Response:

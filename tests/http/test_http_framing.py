@@ -15,7 +15,6 @@ from sidecar.http.framing import (
     error_response,
     read_request,
     response_head,
-    response_headers,
 )
 from sidecar.http.messages import parse_query, split_target
 
@@ -58,6 +57,17 @@ def test_request_path_stays_raw_and_decoding_is_explicit() -> None:
     assert request.header("missing") is None
 
 
+def response_headers(
+    response: Response, *, is_head: bool, closing: bool, http11: bool = True
+) -> list[tuple[str, str]]:
+    """The header lines of the head `response_head` writes, as (name, value) in order."""
+    head = response_head(response, method="HEAD" if is_head else "GET", keep_alive=not closing, http11=http11)
+    text = head.data.decode("latin-1")
+    assert text.endswith("\r\n\r\n")
+    lines = text[: -len("\r\n\r\n")].split("\r\n")[1:]
+    return [(name, value) for name, _, value in (line.partition(": ") for line in lines)]
+
+
 def test_get_content_length_comes_from_the_body_not_the_handler() -> None:
     response = Response(200, [("Content-Length", "999"), ("x-a", "1")], b"abc")
     assert response_headers(response, is_head=False, closing=False) == [("x-a", "1"), ("content-length", "3")]
@@ -74,7 +84,12 @@ def test_head_without_a_handler_length_uses_the_body_length() -> None:
 
 
 def test_stream_of_unknown_length_gets_no_content_length() -> None:
-    assert response_headers(Response(200, [], _stream(None)), is_head=False, closing=False) == []
+    assert response_headers(Response(200, [], _stream(None)), is_head=False, closing=False) == [
+        ("transfer-encoding", "chunked")
+    ]
+    assert response_headers(Response(200, [], _stream(None)), is_head=False, closing=True, http11=False) == [
+        ("connection", "close")
+    ]
     assert response_headers(Response(200, [], _stream(5)), is_head=False, closing=False) == [
         ("content-length", "5")
     ]
