@@ -8,6 +8,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -66,8 +67,14 @@ def setup_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
     root.propagate = False
 
 
+@functools.lru_cache(maxsize=4)
+def _second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def _timestamp(created: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+    """RFC 3339 UTC with milliseconds; the formatted second is reused (a log line per request)."""
+    return f"{_second(int(created))}.{int(created % 1 * 1000):03d}Z"
 
 
 def _text_value(value: Any) -> str:

@@ -11,6 +11,8 @@ Rules:
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 # Seconds. A local hit answers in well under a millisecond; a cross-region relay's headers take ~100 ms.
@@ -77,6 +79,16 @@ class Metrics:
             "lokal_relay_digest_mismatches", "Relayed content whose digest did not match", registry=registry,
         )
         self.ns_label = NsLabels()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus_client validates labels on every call, which
+        costs more than the increment itself on the per-request path. Label values are bounded."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

@@ -90,19 +90,20 @@ def asker_tier(client: str, membership: Membership | None) -> str:
 
 
 def apply(metrics: Metrics, outcome: PullOutcome) -> None:
+    child = metrics.child
     counter = metrics.requests if outcome.counter == "requests" else metrics.peer_requests
-    counter.labels(outcome.kind, outcome.result, outcome.tier).inc()
+    child(counter, outcome.kind, outcome.result, outcome.tier).inc()
     for direction, tier, count in outcome.bytes:
-        metrics.bytes.labels(direction, tier).inc(count)
+        child(metrics.bytes, direction, tier).inc(count)
     if outcome.ttfb is not None:
-        metrics.ttfb.labels(outcome.tier).observe(outcome.ttfb)
+        child(metrics.ttfb, outcome.tier).observe(outcome.ttfb)
     if outcome.transfer is not None:
-        metrics.transfer.labels(outcome.tier).observe(outcome.transfer)
+        child(metrics.transfer, outcome.tier).observe(outcome.transfer)
     if outcome.lookup is not None:
-        metrics.lookup.labels(outcome.lookup[0]).observe(outcome.lookup[1])
+        child(metrics.lookup, outcome.lookup[0]).observe(outcome.lookup[1])
     if outcome.miss is not None:
         ns, kind, reason = outcome.miss
-        metrics.misses.labels(metrics.ns_label(ns), kind, reason).inc()
+        child(metrics.misses, metrics.ns_label(ns), kind, reason).inc()
     if outcome.digest_mismatch:
         metrics.digest_mismatches.inc()
 
@@ -118,7 +119,7 @@ class PullMetrics:
     def __call__(self, record: PullRecord) -> None:
         tier = asker_tier(record.client, self.membership()) if record.for_peer else Tier.SAME_NODE.value
         apply(self.metrics, classify(record, tier))
-        summary = record.fields()
+        summary = dict(record.fields())
         if record.for_peer:
             summary["peer_tier"] = tier
         self.tally.add(summary)

@@ -33,6 +33,7 @@ from sidecar.registry.routes import (
     Refusal,
     RouteConfig,
     plan_request,
+    query_of,
 )
 from sidecar.security import TOKEN_HEADER, Gate
 from sidecar.topology.admission import normalize_address
@@ -79,7 +80,7 @@ class RegistryHandler:
         return self.peer_auth(request.header(TOKEN_HEADER))
 
     async def __call__(self, request: Request) -> Response:
-        plan = plan_request(request.method, request.path, request.query, self.routes)
+        plan = plan_request(request.method, request.path, query_of(request.query_string), self.routes)
         if isinstance(plan, Refusal):
             return oci_error(plan.status, plan.code, plan.message)
         if isinstance(plan, Ping):

@@ -89,6 +89,7 @@ class PullRecord:
     observer: PullObserver | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     _finished: bool = False
+    _fields: dict[str, Any] | None = None
 
     # -- what the handler and the relay report along the way --------------------------------------
 
@@ -129,7 +130,8 @@ class PullRecord:
             self.bytes = 0
         if self.result == "miss":
             self.tier = Tier.UPSTREAM.value
-        log_event(log, "pull", **self.fields())
+        self._fields = self._build_fields()
+        log_event(log, "pull", **self._fields)
         if self.observer is not None:
             try:
                 self.observer(self)
@@ -137,7 +139,10 @@ class PullRecord:
                 log_event(log, "metrics_failed", level=30, error=repr(exc)[:200])
 
     def fields(self) -> dict[str, Any]:
-        """The log line's fields, every one present."""
+        """The log line's fields, every one present (built once the record is finished)."""
+        return self._fields if self._fields is not None else self._build_fields()
+
+    def _build_fields(self) -> dict[str, Any]:
         elapsed = self.elapsed
         ttfb = self.ttfb
         fields: dict[str, Any] = {

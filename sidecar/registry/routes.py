@@ -15,6 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from sidecar.http.messages import parse_query
 from sidecar.oci import (
     Digest,
     ErrorCode,
@@ -85,6 +86,14 @@ class RouteConfig:
     resolve_tags: bool = True
     resolve_latest: bool = False
     default_registry: str = "docker.io"  # containerd always sends ns; a bare request means docker.io
+
+
+def query_of(query_string: str) -> dict[str, list[str]]:
+    """The query parameters. containerd sends exactly `ns=<registry>`: that case skips the general parser."""
+    name, eq, value = query_string.partition("=")
+    if eq and "&" not in value and "%" not in query_string and "+" not in query_string and ";" not in value:
+        return {name: [value]}
+    return parse_query(query_string)
 
 
 def plan_request(method: str, path: str, query: dict[str, list[str]], config: RouteConfig) -> Plan:
