@@ -22,6 +22,7 @@ MAX_DEPTH = 4  # an index of indexes is legal; a cycle is not, and depth bounds 
 class WalkResult:
     keys: set[str] = field(default_factory=set)
     absent: set[str] = field(default_factory=set)  # named by a present manifest, missing from the store
+    sizes: dict[str, int] = field(default_factory=dict)  # digest -> size, from the descriptors
 
 
 async def walk_image(name: str, target: Digest, read: ReadBytes, exists: Exists) -> WalkResult:
@@ -41,6 +42,7 @@ async def _walk(
     digest: Digest, data: bytes, read: ReadBytes, exists: Exists, result: WalkResult, depth: int
 ) -> None:
     result.keys.add(str(digest))
+    result.sizes[str(digest)] = len(data)
     if depth >= MAX_DEPTH:
         return
     try:
@@ -54,5 +56,6 @@ async def _walk(
                 await _walk(child.digest, child_data, read, exists, result, depth + 1)
         elif await exists(child.digest):
             result.keys.add(str(child.digest))
+            result.sizes[str(child.digest)] = child.size
         else:
             result.absent.add(str(child.digest))
