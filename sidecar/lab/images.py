@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import random
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -68,10 +68,9 @@ def build_image(
         layers, diff_ids = [], []
         for l_index, size in enumerate(layer_sizes):
             rng = random.Random(seed * 1_000_003 + p_index * 1009 + l_index)
-            tar_bytes = _tar_of(f"layer{l_index}.bin", rng.randbytes(size))
-            diff_ids.append("sha256:" + hashlib.sha256(tar_bytes).hexdigest())
-            data = gzip.compress(tar_bytes, compresslevel=1, mtime=0) if compress else tar_bytes
-            layers.append(_write(blobs_dir, data, OCI_LAYER_GZIP if compress else OCI_LAYER_TAR))
+            layer, diff_id = _write_layer(blobs_dir, f"layer{l_index}.bin", rng, size, compress)
+            diff_ids.append(diff_id)
+            layers.append(layer)
         config = {
             "architecture": arch,
             "os": os_name,
@@ -124,14 +123,62 @@ def push_image(image: BuiltImage, registry: str, repository: str, netns: str | N
     return reference
 
 
-def _tar_of(name: str, payload: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(payload)
-        info.mode = 0o755
-        tar.addfile(info, io.BytesIO(payload))
-    return buffer.getvalue()
+def _write_layer(
+    blobs_dir: Path, name: str, rng: random.Random, size: int, compress: bool
+) -> tuple[Blob, str]:
+    """Stream a one-file tar of `size` random bytes to disk (gzip-compressed if asked), hashing on the
+    way: layers of any size, in bounded memory. Returns the blob and the diff_id (the tar's digest)."""
+    partial = blobs_dir / f".partial-{name}-{rng.random()}"
+    with open(partial, "wb") as out:
+        blob_writer = _HashingWriter(out)
+        gz = gzip.GzipFile(fileobj=blob_writer, mode="wb", compresslevel=1, mtime=0) if compress else None
+        tar_writer = _HashingWriter(gz if gz is not None else blob_writer)
+        with tarfile.open(fileobj=tar_writer, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            info = tarfile.TarInfo(name)
+            info.size = size
+            info.mode = 0o755
+            tar.addfile(info, _RandomReader(rng, size))
+        if gz is not None:
+            gz.close()
+    hex_digest = blob_writer.sha256.hexdigest()
+    partial.replace(blobs_dir / hex_digest)
+    media_type = OCI_LAYER_GZIP if compress else OCI_LAYER_TAR
+    diff_id = "sha256:" + tar_writer.sha256.hexdigest()
+    return Blob(f"sha256:{hex_digest}", blob_writer.size, media_type), diff_id
+
+
+class _RandomReader:
+    """`size` seeded random bytes, read in chunks (tarfile copies a member's data from it)."""
+
+    def __init__(self, rng: random.Random, size: int) -> None:
+        self._rng = rng
+        self._left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left, 16 * 1024 * 1024)
+        self._left -= n
+        return self._rng.randbytes(n)
+
+
+class _HashingWriter:
+    """A write-only file that hashes what goes through it (tarfile needs write and tell)."""
+
+    def __init__(self, out: BinaryIO | _HashingWriter | gzip.GzipFile) -> None:
+        self._out = out
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        self._out.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
 
 
 def _write(blobs_dir: Path, data: bytes, media_type: str) -> Blob:
