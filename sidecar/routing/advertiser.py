@@ -70,20 +70,21 @@ def _requests(tagged: list[tuple[str, bool]], max_keys: int) -> Iterator[Adverti
 class Placement(Protocol):
     """Where keys live: a `Ring` (any key) or a `HomeTable` (the keys it holds)."""
 
-    def homes(self, key: str) -> Sequence[Peer]: ...
+    def home_names(self, key: str) -> Sequence[str]: ...
+
+    def member(self, name: str) -> Peer: ...
 
 
-def _group(
-    keys: Iterable[str], homes_of: Callable[[str], Iterable[Peer]]
-) -> dict[str, tuple[Peer, list[str]]]:
-    grouped: dict[str, tuple[Peer, list[str]]] = {}
+def _group(keys: Iterable[str], names_of: Callable[[str], Iterable[str]]) -> dict[str, list[str]]:
+    """Home node name -> its keys. By name: a home's `Peer` is resolved once per batch, not per key."""
+    grouped: dict[str, list[str]] = {}
     for key in keys:
-        for home in homes_of(key):
-            entry = grouped.get(home.name)
-            if entry is None:
-                grouped[home.name] = (home, [key])
+        for name in names_of(key):
+            found = grouped.get(name)
+            if found is None:
+                grouped[name] = [key]
             else:
-                entry[1].append(key)
+                found.append(key)
     return grouped
 
 
@@ -91,12 +92,12 @@ def plan_changes(
     ring: Placement, added: Iterable[str] = (), removed: Iterable[str] = (), max_keys: int = MAX_KEYS
 ) -> list[Batch]:
     """Requests that tell every home node of these keys about them: one per home node (chunked)."""
-    adds = _group(added, ring.homes)
-    removes = _group(removed, ring.homes)
+    adds = _group(added, ring.home_names)
+    removes = _group(removed, ring.home_names)
     batches: list[Batch] = []
     for name in sorted(adds.keys() | removes.keys()):
-        home, add_keys = adds.get(name) or (removes[name][0], [])
-        tagged = [(k, True) for k in add_keys] + [(k, False) for k in removes.get(name, (home, []))[1]]
+        home = ring.member(name)
+        tagged = [(k, True) for k in adds.get(name, ())] + [(k, False) for k in removes.get(name, ())]
         batches.extend(Batch(home, request) for request in _requests(tagged, max_keys))
     return batches
 
@@ -114,16 +115,11 @@ def plan_membership_push(
     The reference form: it scores every key against the whole new ring (keys x ring size hash mixes).
     `Advertiser` gets the same batches from its `HomeTable` incrementally (`plan_push`)."""
 
-    def gained(key: str) -> Iterator[Peer]:
+    def gained(key: str) -> Iterator[str]:
         before = old.home_names(key)
-        return (p for p in new.homes(key) if p.name not in before)
+        return (n for n in new.home_names(key) if n not in before)
 
-    grouped = _group(keys, gained)
-    return [
-        Batch(home, request)
-        for _, (home, found) in sorted(grouped.items())
-        for request in _requests([(k, True) for k in found], max_keys)
-    ]
+    return plan_push(new, _group(keys, gained), max_keys)
 
 
 def plan_push(new: Ring[Peer], gained: Mapping[str, Sequence[str]], max_keys: int = MAX_KEYS) -> list[Batch]:

@@ -155,6 +155,9 @@ class HomeTable(Generic[T]):
     def home_names(self, key: str) -> tuple[str, ...]:
         return self._homes[key]
 
+    def member(self, name: str) -> T:
+        return self.ring.member(name)
+
     def homes(self, key: str) -> tuple[T, ...]:
         """The home members of a key of this table (KeyError for other keys), resolved in the current ring."""
         member = self.ring.member
@@ -164,8 +167,12 @@ class HomeTable(Generic[T]):
         """Place `key` on the ring; returns the cost in hash mixes (0 when already placed or memoised)."""
         if key in self._homes:
             return 0
-        cost = 0 if self.ring._known(key) is not None else len(self.ring)
-        self._homes[key] = self.ring.home_names(key)
+        ring = self.ring
+        found = ring._known(key)
+        cost = 0
+        if found is None:
+            found, cost = ring.home_names(key), len(ring)
+        self._homes[key] = found
         self.version += 1
         return cost
 
