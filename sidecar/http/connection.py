@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Callable
 
 import anyio
@@ -62,7 +63,7 @@ class HttpConnection:
 
     def close_if_idle(self, idle_since: float | None = None) -> None:
         """End the connection now if it is waiting for a new request (else after this one); with
-        `idle_since`, only if it has been waiting since then or longer (the idle timeout)."""
+        `idle_since` (time.monotonic()), only if it has been waiting since then or longer."""
         since = self._idle_since
         if since is not None and (idle_since is None or since <= idle_since):
             # Wakes the waiting task: the socket reads as ended (a request that raced in is still read
@@ -92,7 +93,9 @@ class HttpConnection:
 
     async def _serve_cycles(self) -> None:
         max_head = self._limits.max_header_bytes
-        header_deadline: float | None = anyio.current_time() + self._limits.header_timeout
+        # The first head is due `header_timeout` after accept; later ones after their first byte.
+        deadline: float | None = anyio.current_time() + self._limits.header_timeout
+        started = True  # bytes of the next request are here (or it is the first one)
         leftover, peer_closed = b"", False
         while True:
             # A fresh parser per request: it costs less than walking h11's server side through a
@@ -100,27 +103,30 @@ class HttpConnection:
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
             if leftover:
                 conn.receive_data(leftover)
-                if header_deadline is None:
+                if not started:
                     # A pipelined request: yield once, so a client that keeps its pipe full cannot
                     # starve the other connections.
-                    header_deadline = anyio.current_time() + self._limits.header_timeout
+                    started = True
                     await anyio.lowlevel.checkpoint()
             if peer_closed:
                 conn.receive_data(b"")
-            event = await self._read_head(conn, header_deadline)
+            event = await self._read_head(conn, deadline, started)
             if event is None:
                 return
             if not await self._answer(conn, event):
                 raise _Close
             leftover, peer_closed = conn.trailing_data
-            header_deadline = None
+            deadline, started = None, False
 
-    async def _read_head(self, conn: h11.Connection, header_deadline: float | None) -> h11.Request | None:
+    async def _read_head(
+        self, conn: h11.Connection, deadline: float | None, started: bool
+    ) -> h11.Request | None:
         """The next request head, or None when the connection should end quietly.
 
-        `header_deadline` None: nothing of the request is here yet (an idle keep-alive connection).
+        `started` False: nothing of the request is here yet (an idle keep-alive connection). Once it
+        has started, `deadline` None means the head's clock starts at its first wait for more bytes
+        (microseconds after the first byte: a whole head then costs no clock read).
         """
-        limits = self._limits
         while True:
             try:
                 event = conn.next_event()
@@ -130,15 +136,17 @@ class HttpConnection:
                 await self._send_canned(exc.error_status_hint, str(exc))
                 raise _Close from exc
             if event is h11.NEED_DATA:
-                if header_deadline is None:
+                if not started:
                     data = await self._recv_idle()
                     if not data:
                         return None
-                    header_deadline = anyio.current_time() + limits.header_timeout
+                    started = True
                     conn.receive_data(data)
                     continue
+                if deadline is None:
+                    deadline = anyio.current_time() + self._limits.header_timeout
                 try:
-                    data = await sockio.recv_until(self._sock, header_deadline)
+                    data = await sockio.recv_until(self._sock, deadline)
                 except TimeoutError:
                     log_event(self._logger, "http_header_timeout", logging.DEBUG, client=self._client[0])
                     return None
@@ -164,7 +172,7 @@ class HttpConnection:
             # The next request was already here: yield once (see _serve_cycles), as waiting would have.
             await anyio.lowlevel.checkpoint()
             return data
-        self._idle_since = anyio.current_time()
+        self._idle_since = time.monotonic()  # only the server's idle sweep reads it (same clock)
         try:
             await anyio.wait_readable(sock)
         finally:

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import logging
 import socket
+import time
 
 import anyio
 import anyio.abc
@@ -160,7 +161,7 @@ class HttpServer:
         tick = min(1.0, timeout / 4)
         while True:
             await anyio.sleep(tick)
-            cutoff = anyio.current_time() - timeout
+            cutoff = time.monotonic() - timeout  # the clock connections stamp their idle waits with
             for conn in list(self._connections):
                 conn.close_if_idle(cutoff)
 
