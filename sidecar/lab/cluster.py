@@ -240,7 +240,11 @@ class LabCluster:
                 raise ClusterError(f"lokal on {node} is already running (pid {parts.lokal.pid})")
             offset = parts.lokal_log.stat().st_size if parts.lokal_log.exists() else 0
             argv = self._lokal_argv(node, (*parts.lokal_args, *extra_args))
-            parts.lokal = self.lab.start(node, "lokal", argv, log_path=parts.lokal_log, env=self._env())
+            # cwd: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH, so
+            # only this makes `lokal_source`'s package the one that runs.
+            parts.lokal = self.lab.start(
+                node, "lokal", argv, log_path=parts.lokal_log, env=self._env(), cwd=self.lokal_source
+            )
             procs.append((parts, offset))
         for parts, offset in procs:
             self._wait_listening(parts, offset, timeout)
