@@ -31,7 +31,7 @@ from sidecar.registry.handler import Admission, ReadinessCheck
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.relay import PeerRelay
 from sidecar.routing.http_endpoint import peer_endpoint
-from sidecar.routing.http_transport import HttpPeerTransport
+from sidecar.routing.http_transport import HttpPeerTransport, LocalIndex
 from sidecar.routing.router import OneHopRouter, RoutingSettings
 from sidecar.security import Gate, LimitReporter, PeerTokens
 from sidecar.topology.admission import admit_request
@@ -195,13 +195,18 @@ async def _start_peering(
     settings = node.settings
     port = settings["listen"][1]
     membership: Membership = await tg.start(source.run)
+    me = membership.me
+    routers: list[OneHopRouter] = []  # the transport needs the router's service, built just below
+    # A node without an address is in no ring, so it is never its own home: nothing to short-cut.
+    local = LocalIndex(me.name, me.address, lambda: routers[0].service) if me and me.address else None
     router = OneHopRouter(
         membership,
-        HttpPeerTransport(client, port, extra_headers=node.auth_headers),
+        HttpPeerTransport(client, port, extra_headers=node.auth_headers, local=local),
         RoutingSettings(
             advertise_interval=settings["advertise_interval"], max_entries=settings["index_max_entries"]
         ),
     )
+    routers.append(router)
     node.router = router
     node.handler.peer_handler = peer_endpoint(lambda: router.service)
     node.handler.relay = PeerRelay(

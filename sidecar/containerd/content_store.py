@@ -115,6 +115,8 @@ class ContainerdStore:
         # Info: a file cut short on disk is then never served as a whole 200.
         known_size = self._sizes.get(str(digest)) if str(digest) in self._index else None
         if known_size is None:
+            if self._surely_absent(digest):
+                return None  # a miss, the common case on a cold pull: no need to ask containerd
             info = await self._checked_info(digest)
             if info is None:
                 return None
@@ -330,10 +332,18 @@ class ContainerdStore:
 
     # -- blob access -------------------------------------------------------------------------------
 
-    def blob_path(self, digest: Digest) -> Path | None:
+    def blob_path(self, digest: Digest) -> str | None:
         if not self.content_root:
             return None
-        return Path(self.content_root) / "blobs" / digest.algorithm / digest.hex
+        return f"{self.content_root}/blobs/{digest.algorithm}/{digest.hex}"
+
+    def _surely_absent(self, digest: Digest) -> bool:
+        """No file in the shared blob directory means no namespace holds the blob. Only trusted when
+        that directory is there and searchable by us (else the gRPC path must decide)."""
+        path = self.blob_path(digest)
+        if path is None or not os.access(f"{self.content_root}/blobs/{digest.algorithm}", os.X_OK):
+            return False
+        return not os.path.lexists(path)
 
     def _open_file(self, digest: Digest, expected_size: int | None) -> FileBlob | None:
         path = self.blob_path(digest)
@@ -369,6 +379,8 @@ class ContainerdStore:
             hasher.update(data)
             if data and hasher.hexdigest() == digest.hex:
                 return data
+        if self._surely_absent(digest):
+            return None
         return await self._client.read_all(digest, MAX_MANIFEST_BYTES)
 
     async def _exists(self, digest: Digest) -> bool:

@@ -6,7 +6,9 @@ and the advertiser never see transport details.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sidecar.cluster.model import Peer
@@ -24,9 +26,21 @@ from sidecar.routing.protocol import (
     encode_advertise,
     encode_lookup,
 )
+from sidecar.routing.service import IndexService
 from sidecar.routing.transport import PeerUnavailable
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LocalIndex:
+    """This node's own index service: a home node that is this node is asked in-process, not over HTTP
+    (about a third of a miss's CPU went to talking to itself)."""
+
+    name: str
+    address: str
+    service: Callable[[], IndexService]
+    clock: Callable[[], float] = time.monotonic
 
 
 class HttpPeerTransport:
@@ -38,18 +52,26 @@ class HttpPeerTransport:
         lookup_timeout: float = 0.5,
         advertise_timeout: float = 10.0,
         extra_headers: Callable[[], list[tuple[str, str]]] = list,
+        local: LocalIndex | None = None,
     ) -> None:
         self.client = client
         self.port = port
         self.lookup_timeout = lookup_timeout
         self.advertise_timeout = advertise_timeout
         self.extra_headers = extra_headers
+        self.local = local
 
     async def advertise(self, peer: Peer, request: AdvertiseRequest) -> AdvertiseReply:
+        local = self.local
+        if local is not None and peer.name == local.name:
+            return local.service().advertise(local.address, request, local.clock())
         body = await self._post(peer, ADVERTISE_PATH, encode_advertise(request), self.advertise_timeout)
         return _decoded(peer, decode_advertise_reply, body)
 
     async def lookup(self, peer: Peer, request: LookupRequest) -> LookupReply:
+        local = self.local
+        if local is not None and peer.name == local.name:
+            return local.service().lookup(local.address, request, local.clock())
         body = await self._post(peer, LOOKUP_PATH, encode_lookup(request), self.lookup_timeout)
         return _decoded(peer, decode_lookup_reply, body)
 
