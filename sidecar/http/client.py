@@ -182,9 +182,13 @@ class StreamedResponse:
 class PeerClient:
     """HTTP/1.1 requests to peers, with a bounded keep-alive pool per peer address."""
 
-    def __init__(self, *, max_idle_per_peer: int = 8, user_agent: str = "lokal") -> None:
+    def __init__(
+        self, *, max_idle_per_peer: int = 8, user_agent: str = "lokal", local_host: str | None = None
+    ) -> None:
+        """`local_host`: the address to connect from (peers know a node by its source address)."""
         if max_idle_per_peer < 0:
             raise ValueError(f"max_idle_per_peer must be >= 0, got {max_idle_per_peer}")
+        self._local_host = local_host
         self._max_idle = max_idle_per_peer
         self._user_agent = user_agent
         self._idle: dict[tuple[str, int], list[_PeerConnection]] = {}
@@ -324,7 +328,7 @@ class PeerClient:
     async def _connect(self, key: tuple[str, int], connect_timeout: float) -> _PeerConnection:
         try:
             with anyio.fail_after(connect_timeout):
-                stream = await anyio.connect_tcp(key[0], key[1])
+                stream = await anyio.connect_tcp(key[0], key[1], local_host=self._local_host)
         except TimeoutError as exc:
             raise PeerConnectError(f"connect to {_fmt(key)} took over {connect_timeout}s") from exc
         except OSError as exc:

@@ -22,7 +22,7 @@ from sidecar.cluster.model import Membership, Peer
 from sidecar.containerd import MemoryStore
 from sidecar.debug import observe
 from sidecar.http import HttpServer, ServerLimits
-from sidecar.http.client import PeerClient, PeerConnectError, _PeerConnection
+from sidecar.http.client import PeerClient
 from sidecar.oci import Digest, digest_of
 from sidecar.registry import RegistryHandler, RouteConfig
 from sidecar.registry.peerstats import PeerBook
@@ -34,20 +34,6 @@ from sidecar.topology.modes import CrossRegion, TopologyMode
 from sidecar.topology.policy import TopologyPolicy
 
 NS = "registry.example"
-
-
-class BoundPeerClient(PeerClient):
-    def __init__(self, local_host: str) -> None:
-        super().__init__()
-        self.local_host = local_host
-
-    async def _connect(self, key: tuple[str, int], connect_timeout: float) -> _PeerConnection:
-        try:
-            with anyio.fail_after(connect_timeout):
-                stream = await anyio.connect_tcp(key[0], key[1], local_host=self.local_host)
-        except (TimeoutError, OSError) as exc:
-            raise PeerConnectError(f"connect to {key} failed: {exc}") from exc
-        return _PeerConnection(stream, key)
 
 
 def free_port_on_all(addresses: list[str]) -> int:
@@ -131,7 +117,7 @@ async def lab(
                 await store.set_image(name, digest_of(manifest))
             router = index.router(peer.name, peer.region)
             await router.advertise([str(d) for d in held])
-            client = await stack.enter_async_context(BoundPeerClient(peer.address or ""))
+            client = await stack.enter_async_context(PeerClient(local_host=peer.address or ""))
             book = PeerBook()
             relay = PeerRelay(router, _constant(membership), policy, client, port, book)
             handler = RegistryHandler(store, RouteConfig(mirrored_registries=(NS,)), relay)
