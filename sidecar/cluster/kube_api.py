@@ -1,12 +1,23 @@
 """The seam between the reflector and the Kubernetes API: three Node calls over the official client.
 
 Rules:
-- The official `kubernetes` client is imported here only, and lazily (it costs ~0.3 s and ~43 MB), so the
-  rest of lokal can use the membership model without it.
-- Bodies are read as raw JSON dicts (`_preload_content=False`): the node parser, not the client's model
-  validation, decides what a malformed Node means.
+- The official `kubernetes` client is imported here only, and lazily, so the rest of lokal can use the
+  membership model without it. Only the parts lokal uses are loaded (memory, issue 8):
+  - `ApiClient` + `Configuration` (configuration loading, auth, TLS, the urllib3 pool), not the generated
+    `CoreV1Api` (pydantic-validated methods for ~400 endpoints, ~21 MB): the three requests are built with
+    `ApiClient.param_serialize` and sent with `ApiClient.call_api`, exactly as the generated `list_node`
+    and `read_node` build and send them;
+  - the `kubernetes`, `kubernetes.config` and `kubernetes.utils` package `__init__`s are deferred
+    (`_defer_package_init`): they import every optional part (dynamic client with jsonschema, websockets,
+    informer; kubeconfig support with oauthlib, requests and yaml even in-cluster). Their submodules load
+    as usual, and the first access to a name an `__init__` would have defined runs it, so any other user
+    of the package still sees it whole.
+- Bodies are read as raw JSON dicts: the node parser, not the client's model validation, decides what a
+  malformed Node means.
 - Every call has `_request_timeout=(connect, read)`; a watch's read timeout is its server timeout plus the
   normal read timeout, so a half-open connection cannot hang the thread.
+- `call_api` returns non-2xx answers instead of raising (the generated methods check the status
+  themselves): like them, a non-2xx answer's body is read, then it is an `ApiError`.
 - Errors leave this module as `ApiError` (an HTTP status from the server; 0 when no usable answer came) or
   `ApiUnavailable` (no connection); the reflector never sees client or urllib3 types.
 - `abort()` may be called from another thread: it cuts the response being read, so stopping is prompt.
@@ -15,16 +26,32 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sidecar.cluster.config import ClusterConfigError, WatchTimings
 
+if TYPE_CHECKING:
+    from urllib3 import BaseHTTPResponse
+
 JsonDict = dict[str, Any]
+Query = list[tuple[str, object]]
+
+# The paths and parameters of core_v1_api's read_node and list_node (kubernetes 37).
+_NODE_PATH = "/api/v1/nodes/{name}"
+_NODES_PATH = "/api/v1/nodes"
+_HEADERS = {"Accept": "application/json"}  # what the generated methods pick from their Accept list
+_AUTH = ["BearerToken"]
+# Packages whose `__init__` imports far more than lokal uses: everything optional (kubernetes), kubeconfig
+# support with oauthlib, requests and yaml even in-cluster (kubernetes.config), create_from_yaml with yaml
+# (kubernetes.utils, of which rest.py needs only `retry` and `keepalive`).
+_DEFERRED_PACKAGES = ("kubernetes", "kubernetes.config", "kubernetes.utils")
 
 
 class ApiError(Exception):
@@ -60,41 +87,42 @@ class KubernetesNodeApi:
     """`NodeApi` over the official client, configured from a kubeconfig file or in-cluster."""
 
     def __init__(self, kubeconfig: Path | None, timings: WatchTimings) -> None:
-        from kubernetes import client, config
+        for package in _DEFERRED_PACKAGES:
+            _defer_package_init(package)
+        from kubernetes.client.api_client import ApiClient
+        from kubernetes.client.configuration import Configuration
+        from kubernetes.config.config_exception import ConfigException
 
-        configuration = client.Configuration()
+        configuration = Configuration()
         try:
             if kubeconfig is not None:
-                config.load_kube_config(  # type: ignore[no-untyped-call]
+                from kubernetes.config.kube_config import load_kube_config
+
+                load_kube_config(  # type: ignore[no-untyped-call]
                     config_file=str(kubeconfig), client_configuration=configuration, persist_config=False
                 )
             else:
-                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except (config.ConfigException, OSError, ValueError, TypeError) as error:
+                from kubernetes.config.incluster_config import load_incluster_config
+
+                load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except (ConfigException, OSError, ValueError, TypeError) as error:
             where = f"--kubeconfig {kubeconfig}" if kubeconfig else "in-cluster config (no --kubeconfig)"
             raise ClusterConfigError(f"{where}: {error}") from error
         # No urllib3 retries: a hanging request would be retried silently (4 x the read timeout); the
         # reflector owns retrying, with backoff and a log line per failure.
         configuration.retries = False
-        self._client = client.ApiClient(configuration)
-        self._core = client.CoreV1Api(self._client)
+        self._client = ApiClient(configuration)
         self._timings = timings
         self._lock = threading.Lock()
-        self._response: Any = None  # the urllib3 response being read, for abort()
+        self._response: BaseHTTPResponse | None = None  # the response being read, for abort()
         self._aborted = False
 
     def read_node(self, name: str) -> JsonDict:
-        body = self._call(
-            lambda timeout: self._core.read_node(name, _preload_content=False, _request_timeout=timeout)
-        )
-        return body
+        return self._get_json(_NODE_PATH, {"name": name}, [])
 
     def list_nodes(self, label_selector: str | None) -> tuple[list[JsonDict], str]:
-        body = self._call(
-            lambda timeout: self._core.list_node(
-                label_selector=label_selector, _preload_content=False, _request_timeout=timeout
-            )
-        )
+        query: Query = [] if label_selector is None else [("labelSelector", label_selector)]
+        body = self._get_json(_NODES_PATH, None, query)
         items = body.get("items")
         metadata = body.get("metadata")
         rv = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
@@ -107,18 +135,13 @@ class KubernetesNodeApi:
     ) -> Iterator[JsonDict]:
         from kubernetes.watch.watch import iter_resp_lines
 
+        # list_node's query order; booleans go out as "true", like the generated code sends them.
+        query: Query = [("allowWatchBookmarks", True)]
+        if label_selector is not None:
+            query.append(("labelSelector", label_selector))
+        query += [("resourceVersion", resource_version), ("timeoutSeconds", timeout_seconds), ("watch", True)]
         timeout = (self._timings.connect_timeout_s, timeout_seconds + self._timings.read_timeout_s)
-        response = self._open(
-            lambda: self._core.list_node(
-                watch=True,
-                label_selector=label_selector,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=timeout_seconds,
-                _preload_content=False,
-                _request_timeout=timeout,
-            )
-        )
+        response = self._open(_NODES_PATH, None, query, timeout)
         try:
             for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
                 if not line.strip():
@@ -132,7 +155,7 @@ class KubernetesNodeApi:
         except (ApiError, GeneratorExit):
             raise
         except Exception as error:
-            raise self._translate(error) from error
+            raise _translate(error) from error
         finally:
             self._release(response)
 
@@ -152,13 +175,13 @@ class KubernetesNodeApi:
 
     # -- internals ------------------------------------------------------------------------------------
 
-    def _call(self, request: Any) -> JsonDict:
+    def _get_json(self, path: str, path_params: dict[str, str] | None, query: Query) -> JsonDict:
         timeout = (self._timings.connect_timeout_s, self._timings.read_timeout_s)
-        response = self._open(lambda: request(timeout))
+        response = self._open(path, path_params, query, timeout)
         try:
             data = response.data
         except Exception as error:
-            raise self._translate(error) from error
+            raise _translate(error) from error
         finally:
             self._release(response)
         try:
@@ -169,18 +192,38 @@ class KubernetesNodeApi:
             raise ApiError(0, "the API answered with JSON that is not an object")
         return body
 
-    def _open(self, request: Any) -> Any:
+    def _open(
+        self, path: str, path_params: dict[str, str] | None, query: Query, timeout: tuple[float, float]
+    ) -> BaseHTTPResponse:
+        """Send a GET; the urllib3 response of a 2xx answer, its body not read yet."""
         if self._aborted:
             raise ApiUnavailable("stopped")
         try:
-            response = request()
+            # Auth (a token, refreshed by the kubeconfig's hook if it has one) is applied here, per request.
+            request = self._client.param_serialize(
+                method="GET",
+                resource_path=path,
+                path_params=path_params,
+                query_params=query,
+                header_params=dict(_HEADERS),  # param_serialize adds to it
+                auth_settings=_AUTH,
+            )
+            response: BaseHTTPResponse = self._client.call_api(*request, _request_timeout=timeout).response
         except Exception as error:
-            raise self._translate(error) from error
+            raise _translate(error) from error
         with self._lock:
             self._response = response
-        return response
+        if 200 <= response.status <= 299:
+            return response
+        try:
+            data = response.data
+        except Exception as error:
+            raise _translate(error) from error
+        finally:
+            self._release(response)
+        raise _status_error(response.status, response.reason, data)
 
-    def _release(self, response: Any) -> None:
+    def _release(self, response: BaseHTTPResponse) -> None:
         with self._lock:
             if self._response is response:
                 self._response = None
@@ -190,15 +233,27 @@ class KubernetesNodeApi:
         except Exception:  # a broken connection is dropped by the pool anyway
             pass
 
-    @staticmethod
-    def _translate(error: Exception) -> Exception:
-        from kubernetes.client.exceptions import ApiException
 
-        if isinstance(error, ApiException):
-            status = int(error.status or 0)
-            reason = _status_message(error.body) or str(error.reason or "")
-            return ApiError(status, reason) if status else ApiUnavailable(reason)
-        return ApiUnavailable(f"{type(error).__name__}: {error}")
+def _translate(error: Exception) -> Exception:
+    """A client or urllib3 exception as ApiError / ApiUnavailable."""
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(error, ApiException):  # rest.py raises it with status 0 for TLS errors
+        status = int(error.status or 0)
+        reason = _status_message(error.body) or str(error.reason or "")
+        return ApiError(status, reason) if status else ApiUnavailable(reason)
+    return ApiUnavailable(f"{type(error).__name__}: {error}")
+
+
+def _status_error(status: int, reason: str | None, data: bytes) -> Exception:
+    """A non-2xx answer as the generated code's ApiException would have been translated: the Status
+    body's message, else the HTTP reason phrase."""
+    try:
+        body: str | None = data.decode("utf-8")
+    except UnicodeDecodeError:
+        body = None
+    message = _status_message(body) or str(reason or "")
+    return ApiError(status, message) if status else ApiUnavailable(message)
 
 
 def _status_message(body: object) -> str:
@@ -212,3 +267,43 @@ def _status_message(body: object) -> str:
     except ValueError:
         return body[:200]
     return str(status.get("message", "")) if isinstance(status, dict) else ""
+
+
+# Held while a deferred package's `__init__` runs, so another thread waits for the whole package.
+_import_lock = threading.RLock()
+
+
+def _defer_package_init(name: str) -> None:
+    """Register package `name` without running its `__init__` yet (no-op if it is already imported).
+
+    Its submodules import as usual (the import system needs only the package's `__path__`). The first
+    access to a name the module does not have runs the real `__init__` in it, once, so code that expects
+    the whole package (`kubernetes.config.load_kube_config`, `kubernetes.__version__`) still works."""
+    with _import_lock:
+        if name in sys.modules:
+            return
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+            return  # not an importable package: the normal import reports it
+        module = importlib.util.module_from_spec(spec)
+        loader = spec.loader
+        ran = threading.Event()
+
+        def complete(attribute: str) -> object:
+            with _import_lock:
+                if not ran.is_set():
+                    ran.set()  # a lookup from inside the `__init__` (`from . import x`) is a plain miss
+                    try:
+                        loader.exec_module(module)
+                    finally:
+                        del module.__dict__["__getattr__"]
+            try:
+                return module.__dict__[attribute]
+            except KeyError:
+                raise AttributeError(f"module {name!r} has no attribute {attribute!r}") from None
+
+        module.__dict__["__getattr__"] = complete
+        sys.modules[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, module)
