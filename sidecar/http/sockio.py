@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import anyio
 import anyio.lowlevel
@@ -96,9 +97,11 @@ async def send_file(sock: socket.socket, fd: int, offset: int, length: int, stal
             break  # a full buffer, or a fast reader: go on in the pump, which waits and yields
     pump = _FilePump(out, fd, offset, length, full)
     while pump.length > 0:
-        with anyio.CancelScope(deadline=pump.waiting_since + stall_timeout) as scope:
+        # Waits are stamped with time.monotonic() (cheap); only durations cross to anyio's clock.
+        left = stall_timeout - (time.monotonic() - pump.waiting_since)
+        with anyio.CancelScope(deadline=anyio.current_time() + left) as scope:
             await pump.run(sock)
-        if scope.cancelled_caught and anyio.current_time() - pump.waiting_since >= stall_timeout:
+        if scope.cancelled_caught and time.monotonic() - pump.waiting_since >= stall_timeout:
             raise TimeoutError("peer read nothing before the write timeout")
 
 
@@ -113,14 +116,14 @@ class _FilePump:
         self.offset = offset
         self.length = length
         self.full = full  # the socket buffer is full: wait before the next send
-        self.waiting_since = anyio.current_time()  # when the current wait (or the pump) began
+        self.waiting_since = time.monotonic()  # when the current wait (or the pump) began
 
     async def run(self, sock: socket.socket) -> None:
         out, fd, sendfile = self._out, self._in, os.sendfile
         since_yield = 0
         while self.length > 0:
             if self.full:
-                self.waiting_since = anyio.current_time()
+                self.waiting_since = time.monotonic()
                 await anyio.wait_writable(sock)
                 self.full = False
                 since_yield = 0
@@ -139,5 +142,5 @@ class _FilePump:
                 self.full = True
             elif since_yield >= YIELD_EVERY_BYTES:
                 since_yield = 0
-                self.waiting_since = anyio.current_time()
+                self.waiting_since = time.monotonic()
                 await anyio.lowlevel.checkpoint()

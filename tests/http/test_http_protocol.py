@@ -311,6 +311,46 @@ def test_client_that_closes_mid_answer_does_not_hurt_the_server(server: RunningS
     assert answer is not None and answer.status == 200
 
 
+def test_a_reader_that_stops_reading_a_file_is_cut_off_after_the_write_timeout(
+    handler: SampleHandler,
+) -> None:
+    limits = ServerLimits(write_timeout=0.3, send_buffer=4096)  # the file cannot hide in buffers
+    with run_server(handler, limits) as running, running.connect() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(request_bytes("GET", "/file"))
+        for _ in range(200):  # bounded: at most ~10 s
+            if running.server.connection_count == 0:
+                break
+            time.sleep(0.05)
+        assert running.server.connection_count == 0
+        with pytest.raises((TruncatedAnswer, ConnectionResetError)):
+            AnswerReader(sock).read()
+
+
+def test_a_slow_but_steady_reader_gets_the_whole_file_however_long_it_takes(
+    handler: SampleHandler,
+) -> None:
+    # Buffers of 256 KiB on both sides hold far less than the 3 MiB file, so the server waits for the
+    # reader throughout. Reads of at most 16 KiB with a 10 ms pause each make the transfer last at least
+    # 3 MiB / 16 KiB x 10 ms (about 2 s, twice the write timeout), while the server never waits longer
+    # than the reader takes to drain half its buffer (about 0.2 s).
+    limits = ServerLimits(write_timeout=1.0, send_buffer=256 * 1024)
+    with run_server(handler, limits) as running, running.connect() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+        sock.sendall(request_bytes("GET", "/file"))
+        data = bytearray()
+        head_end = -1
+        while head_end < 0 or len(data) - head_end - 4 < FILE_SIZE:
+            chunk = sock.recv(16384)
+            if not chunk:
+                break
+            data += chunk
+            head_end = data.find(b"\r\n\r\n")
+            time.sleep(0.01)
+    assert head_end > 0
+    assert bytes(data[head_end + 4 :]) == handler.file_path.read_bytes()
+
+
 def test_client_quitting_mid_request_body_does_not_hurt_the_server(server: RunningServer) -> None:
     with server.connect() as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
