@@ -22,7 +22,7 @@ import anyio
 import anyio.abc
 import h11
 
-RECV_SIZE = 64 * 1024
+RECV_SIZE = 1024 * 1024
 Headers = Sequence[tuple[str, str]]
 
 
