@@ -60,6 +60,7 @@ class HttpConnection:
         self._logger = logger
         self._is_draining = is_draining
         self._idle_since: float | None = None  # set while waiting for a new request
+        self._waiter = sockio.SocketWaiter()  # made in the accept loop, inside the event loop
 
     def close_if_idle(self, idle_since: float | None = None) -> None:
         """End the connection now if it is waiting for a new request (else after this one); with
@@ -174,7 +175,7 @@ class HttpConnection:
             return data
         self._idle_since = time.monotonic()  # only the server's idle sweep reads it (same clock)
         try:
-            await anyio.wait_readable(sock)
+            await self._waiter.readable(sock)
         finally:
             self._idle_since = None
         try:
@@ -288,7 +289,7 @@ class HttpConnection:
         # MSG_MORE: the head waits for the first file bytes and leaves in the same segment.
         await sockio.send_all(self._sock, head, timeout, sockio.MSG_MORE)
         try:
-            await sockio.send_file(self._sock, body.fd, body.offset, body.length, timeout)
+            await sockio.send_file(self._sock, body.fd, body.offset, body.length, timeout, self._waiter)
         except OSError as exc:
             if not isinstance(exc, (BrokenPipeError, ConnectionResetError)):
                 log_event(self._logger, "http_sendfile_failed", logging.WARNING, error=str(exc))
