@@ -50,7 +50,7 @@ class BodyFraming(enum.Enum):
     UNTIL_CLOSE = "until-close"  # HTTP/1.0 client, unknown length: the end of the connection ends it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestHead:
     """What the server needs from a request head besides the handler's `Request`."""
 
@@ -61,7 +61,7 @@ class RequestHead:
     http11: bool  # HTTP/1.1 (else 1.0: no chunked answers)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseHead:
     """The serialized head of an answer and how its body and the connection go on."""
 
