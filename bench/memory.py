@@ -55,12 +55,10 @@ IMPORT_STEPS: tuple[tuple[str, str], ...] = (
     ("prometheus_client", "import prometheus_client"),
     ("sidecar.serve (all of lokal but the Kubernetes client)", "import sidecar.serve"),
     (
-        "kubernetes client (as sidecar/cluster/kube_api.py imports it)",
-        "import sidecar.cluster.kube_api as k; from kubernetes import client, config",
-    ),
-    (
-        "CoreV1Api (loaded lazily at KubernetesNodeApi(): pydantic validators for ~400 methods)",
-        "import kubernetes.client.api.core_v1_api",
+        "kubernetes client (as KubernetesNodeApi loads it: ApiClient, no CoreV1Api)",
+        "import sidecar.cluster.kube_api as k\nfor p in k._DEFERRED_PACKAGES: k._defer_package_init(p)\n"
+        "import kubernetes.client.api_client, kubernetes.client.configuration\n"
+        "import kubernetes.config.incluster_config",
     ),
 )
 
@@ -135,8 +133,9 @@ def python_heap_by_package(python: str, top: int = 12) -> list[dict[str, Any]]:
     script = (
         "import tracemalloc, json, collections\n"
         "tracemalloc.start(40)\n"
-        "import sidecar.serve\nimport sidecar.cluster.kube_api\nfrom kubernetes import client, config\n"
-        "import kubernetes.client.api.core_v1_api\n"
+        "import sidecar.serve\nimport sidecar.cluster.kube_api as k\n"
+        "for p in k._DEFERRED_PACKAGES: k._defer_package_init(p)\n"
+        "import kubernetes.client.api_client, kubernetes.config.incluster_config\n"
         "snap = tracemalloc.take_snapshot()\n"
         "sizes = collections.Counter()\n"
         "def owner(f):\n"
