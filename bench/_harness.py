@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import math
 import os
-import random
 import re
 import resource
 import shutil
@@ -29,12 +27,10 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -42,14 +38,7 @@ if str(ROOT) not in sys.path:
 
 from sidecar.lab.containerd import ContainerdInstance  # noqa: E402
 from sidecar.lab.cri import CriClient  # noqa: E402
-from sidecar.lab.images import (  # noqa: E402
-    OCI_CONFIG,
-    OCI_LAYER_TAR,
-    OCI_MANIFEST,
-    Blob,
-    BuiltImage,
-    push_image,
-)
+from sidecar.lab.images import Blob, BuiltImage, build_image, push_image  # noqa: E402
 from sidecar.lab.processes import ProcessGroup, wait_for  # noqa: E402
 from sidecar.lab.registry import RegistryInstance  # noqa: E402
 
@@ -305,7 +294,7 @@ def prepare_store(group: ProcessGroup, base: Path, layer_sizes: Sequence[int], s
     docker-registry, and pull it through CRI into a private containerd under `base`."""
     started = time.monotonic()
     layout = base / "layout"
-    image = build_streamed_image(layout, TAG, layer_sizes, seed=seed)
+    image = build_image(layout, TAG, layer_sizes, seed=seed)
     registry = RegistryInstance(base / "registry")
     registry.start(group)
     push_image(image, registry.address, REPOSITORY)
@@ -317,107 +306,6 @@ def prepare_store(group: ProcessGroup, base: Path, layer_sizes: Sequence[int], s
         cri.pull(f"{REGISTRY_NAME}/{REPOSITORY}:{TAG}", timeout=600)
     progress(f"store ready in {time.monotonic() - started:.1f}s ({sum(layer_sizes) / MiB:.0f} MiB of layers)")
     return StoreLab(registry, containerd, image)
-
-
-class _RandomReader:
-    """`size` seeded random bytes, read in chunks (tarfile copies a member's data from it)."""
-
-    def __init__(self, rng: random.Random, size: int) -> None:
-        self._rng = rng
-        self._left = size
-
-    def read(self, n: int = -1) -> bytes:
-        n = self._left if n < 0 else min(n, self._left)
-        self._left -= n
-        return self._rng.randbytes(n)
-
-
-class _HashingWriter:
-    """A write-only file that hashes what goes through it (tarfile needs write and tell)."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self._out.write(data)
-
-    def tell(self) -> int:
-        return self.size
-
-
-def _write_blob(blobs_dir: Path, data: bytes, media_type: str) -> Blob:
-    hex_digest = hashlib.sha256(data).hexdigest()
-    (blobs_dir / hex_digest).write_bytes(data)
-    return Blob(f"sha256:{hex_digest}", len(data), media_type)
-
-
-def build_streamed_image(layout: Path, tag: str, layer_sizes: Sequence[int], seed: int) -> BuiltImage:
-    """Like `sidecar.lab.images.build_image` for one linux/amd64 image with uncompressed tar layers, but
-    each layer is streamed to disk in chunks: `build_image` holds a layer in memory and fails from
-    256 MiB on (`random.randbytes` overflows at 2**31 bits)."""
-    blobs_dir = layout / "blobs" / "sha256"
-    blobs_dir.mkdir(parents=True, exist_ok=True)
-    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    layers: list[Blob] = []
-    for index, size in enumerate(layer_sizes):
-        rng = random.Random(seed * 1_000_003 + index)
-        partial = blobs_dir / f".partial-{index}"
-        with open(partial, "wb") as out:
-            writer = _HashingWriter(out)
-            with tarfile.open(
-                fileobj=writer,  # type: ignore[call-overload]
-                mode="w",
-                format=tarfile.PAX_FORMAT,
-                copybufsize=4 * MiB,
-            ) as tar:
-                info = tarfile.TarInfo(f"layer{index}.bin")
-                info.size = size
-                info.mode = 0o755
-                tar.addfile(info, _RandomReader(rng, size))
-        hex_digest = writer.sha256.hexdigest()
-        partial.rename(blobs_dir / hex_digest)
-        layers.append(Blob(f"sha256:{hex_digest}", writer.size, OCI_LAYER_TAR))
-    # Uncompressed layers: each diff_id is the layer's own digest.
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/layer0.bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
-        "history": [{"created_by": f"lokal bench image {tag} seed {seed}"}],
-    }
-    config_blob = _write_blob(blobs_dir, _compact_json(config), OCI_CONFIG)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": _descriptor(config_blob),
-        "layers": [_descriptor(layer) for layer in layers],
-    }
-    manifest_blob = _write_blob(blobs_dir, _compact_json(manifest), OCI_MANIFEST)
-    top = {
-        "schemaVersion": 2,
-        "manifests": [
-            {**_descriptor(manifest_blob), "annotations": {"org.opencontainers.image.ref.name": tag}}
-        ],
-    }
-    (layout / "index.json").write_text(json.dumps(top))
-    platform = "linux/amd64"
-    image = BuiltImage(layout, tag, target=manifest_blob)
-    image.manifests[platform] = manifest_blob
-    image.configs[platform] = config_blob
-    image.layers[platform] = layers
-    return image
-
-
-def _descriptor(blob: Blob) -> dict[str, object]:
-    return {"mediaType": blob.media_type, "digest": blob.digest, "size": blob.size}
-
-
-def _compact_json(document: object) -> bytes:
-    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
 def source_version() -> dict[str, object]:

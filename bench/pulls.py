@@ -48,7 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._harness import build_streamed_image, progress, rotated  # noqa: E402
+from bench._harness import progress, rotated  # noqa: E402
+from sidecar.lab.images import build_image  # noqa: E402
 
 MB = 1_000_000
 WAYS = ("baseline", "isolate", "prefer")
@@ -361,7 +362,7 @@ class Bench:
 def push_images(cluster: Any, images: Sequence[ImageSpec], scratch: Path) -> list[Pushed]:
     pushed = []
     for index, spec in enumerate(images):
-        image = build_streamed_image(scratch / spec.name, "v1", spec.layer_sizes, seed=1000 + index)
+        image = build_image(scratch / spec.name, "v1", spec.layer_sizes, seed=1000 + index)
         reference = cluster.push(image, f"bench/{spec.name.lower()}")
         blobs = image.blobs_for("linux/amd64")
         pushed.append(Pushed(spec, reference, [b.digest for b in blobs], sum(b.size for b in blobs)))

@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._harness import build_streamed_image, progress  # noqa: E402
+from bench._harness import progress  # noqa: E402
 from bench._lab import cpu_seconds, rounded, run_client, terminate  # noqa: E402
+from sidecar.lab.images import build_image  # noqa: E402
 
 TARGET_RATIO = 0.8
 MB = 1_000_000
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             topology, topology_mode="prefer", cross_region="never", lokal_source=args.lokal_source
         ) as cluster,
     ):
-        image = build_streamed_image(Path(scratch) / "layout", "v1", [profile.blob_mb * MB], seed=42)
+        image = build_image(Path(scratch) / "layout", "v1", [profile.blob_mb * MB], seed=42)
         reference = cluster.push(image, "bench/relay")
         cluster.pull(node_a, reference, timeout=300)
         layer = image.layers["linux/amd64"][0]

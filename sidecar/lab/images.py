@@ -133,7 +133,9 @@ def _write_layer(
         blob_writer = _HashingWriter(out)
         gz = gzip.GzipFile(fileobj=blob_writer, mode="wb", compresslevel=1, mtime=0) if compress else None
         tar_writer = _HashingWriter(gz if gz is not None else blob_writer)
-        with tarfile.open(fileobj=tar_writer, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        with tarfile.open(  # type: ignore[call-overload]
+            fileobj=tar_writer, mode="w", format=tarfile.PAX_FORMAT, copybufsize=4 * 1024 * 1024
+        ) as tar:
             info = tarfile.TarInfo(name)
             info.size = size
             info.mode = 0o755
