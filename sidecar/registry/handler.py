@@ -142,10 +142,11 @@ class RegistryHandler:
             if gate is not None:
                 gate.leave()
             raise
-        if gate is not None:
-            response = on_body_done(response, gate.leave) if response is not None else response
+        if gate is not None:  # the slot is held until the body has been sent
             if response is None:
                 gate.leave()
+            else:
+                response = on_body_done(response, gate.leave)
         if response is None:
             code = ErrorCode.BLOB_UNKNOWN if kind == "blob" else ErrorCode.MANIFEST_UNKNOWN
             response = oci_error(404, code, record.reason or "not found on this node")
