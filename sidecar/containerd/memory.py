@@ -44,9 +44,6 @@ class MemoryStore:
         self._blobs[digest] = (data, dict(labels or {}))
         return digest
 
-    def delete_blob(self, digest: Digest) -> None:
-        self._blobs.pop(digest, None)
-
     async def set_image(self, name: str, target: Digest) -> None:
         self._images[name] = target
         await self._reindex()
@@ -125,4 +122,3 @@ async def _chunks(data: bytes, offset: int, length: int) -> AsyncIterator[bytes]
     end = offset + length
     for start in range(offset, end, CHUNK):
         yield data[start : min(start + CHUNK, end)]
-

@@ -109,17 +109,3 @@ def parse_query(query_string: str) -> dict[str, list[str]]:
     if not query_string:
         return {}
     return parse_qs(query_string, keep_blank_values=True, errors="replace")
-
-
-def body_length(body: Body) -> int | None:
-    """The number of body bytes the response will carry, or None if not known in advance."""
-    if isinstance(body, bytes):
-        return len(body)
-    if isinstance(body, FileBody):
-        return body.length
-    return body.length
-
-
-def has_header(headers: list[tuple[str, str]], name: str) -> bool:
-    """Whether `name` (lowercase) is among `headers` (any case)."""
-    return any(key.lower() == name for key, _ in headers)

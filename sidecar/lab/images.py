@@ -44,10 +44,6 @@ class BuiltImage:
         own = [self.manifests[platform], self.configs[platform], *self.layers[platform]]
         return own if self.target == self.manifests[platform] else [self.target, *own]
 
-    @property
-    def size_for_amd64(self) -> int:
-        return sum(b.size for b in self.blobs_for("linux/amd64"))
-
 
 def build_image(
     layout: Path,

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.lab.processes import ProcessGroup, wait_for
-
-_BLOB_GET = re.compile(r'"GET /v2/[^ ]+/blobs/(sha256:[0-9a-f]{64})[^"]* HTTP/[0-9.]+" (\d{3}) (\d+)')
 
 
 @dataclass
@@ -63,11 +60,6 @@ http:
         if self._group is not None and self._proc is not None:
             self._group.stop(self._proc)  # type: ignore[arg-type]
             self._proc = None
-
-    def blob_gets(self) -> list[tuple[str, int, int]]:
-        """(digest, status, bytes) of every blob GET in the access log so far."""
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return [(m.group(1), int(m.group(2)), int(m.group(3))) for m in _BLOB_GET.finditer(text)]
 
     def _answers(self) -> bool:
         with socket.socket() as probe:

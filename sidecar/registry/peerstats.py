@@ -61,10 +61,6 @@ class PeerBook:
         now = self.clock()
         return frozenset(name for name, until in self._bad_until.items() if until > now)
 
-    def is_quarantined(self, name: str) -> bool:
-        """Whether `name` recently sent bytes that failed verification (a failure, not just slowness)."""
-        return self._bad_until.get(name, 0.0) > self.clock()
-
     def hedge_delay(self, floor: float = 0.05, ceiling: float = 1.0, default: float = 0.25) -> float:
         """How long to wait for a provider's headers before asking the next one too."""
         if self._headers_s is None:

@@ -21,7 +21,3 @@ def is_index_key(text: str) -> bool:
     if text.startswith(("sha256:", "sha512:")):
         return is_digest(text)
     return split_image_name(text) is not None
-
-
-def is_digest_key(text: str) -> bool:
-    return is_digest(text)

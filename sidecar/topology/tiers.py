@@ -16,10 +16,6 @@ class Tier(StrEnum):
     UNKNOWN = "unknown"  # the provider or this node lacks region/zone labels
     UPSTREAM = "upstream"  # nobody close enough had it: containerd went to the registry
 
-    @property
-    def crosses_region(self) -> bool:
-        return self is Tier.OTHER_REGION
-
 
 # Best first. UPSTREAM is the fallback, not a peer tier.
 PEER_TIER_ORDER: tuple[Tier, ...] = (
