@@ -13,16 +13,15 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 import anyio
-import anyio.abc
 import h11
 
-RECV_SIZE = 1024 * 1024
+from sidecar.http.peer_connection import PeerConnection, open_socket
+
 Headers = Sequence[tuple[str, str]]
 
 
@@ -60,52 +59,16 @@ class BufferedResponse:
         return _header(self.headers, name)
 
 
-class _PeerConnection:
-    """One TCP connection to a peer with its h11 state."""
-
-    def __init__(self, stream: anyio.abc.SocketStream, key: tuple[str, int]) -> None:
-        self.stream = stream
-        self.key = key
-        self.h11 = h11.Connection(h11.CLIENT)
-        self.reused = False
-        self.received_any = False
-
-    async def send(self, data: bytes) -> None:
-        if data:
-            await self.stream.send(data)
-
-    async def receive_event(self) -> h11.Event:
-        """The next h11 event, reading from the socket as needed."""
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event  # type: ignore[return-value]
-            try:
-                data = await self.stream.receive(RECV_SIZE)
-            except anyio.EndOfStream:
-                data = b""
-            if data:
-                self.received_any = True
-            self.h11.receive_data(data)
-
-    def reusable(self) -> bool:
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
-
-    async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-            await self.stream.aclose()
-
-
 class StreamedResponse:
     """An answer whose body is read chunk by chunk. Use as `async with` (or call `aclose`)."""
 
     def __init__(
-        self, client: PeerClient, conn: _PeerConnection, status: int, headers: list[tuple[str, str]]
+        self, client: PeerClient, conn: PeerConnection, status: int, headers: list[tuple[str, str]]
     ) -> None:
         self.status = status
         self.headers = headers
         self._client = client
-        self._conn: _PeerConnection | None = conn
+        self._conn: PeerConnection | None = conn
         self._finished = False
 
     def header(self, name: str) -> str | None:
@@ -119,25 +82,17 @@ class StreamedResponse:
         conn = self._conn
         if conn is None:
             raise PeerProtocolError("response already closed")
-        while True:
-            try:
-                with anyio.fail_after(stall_timeout):
-                    event = await conn.receive_event()
-            except TimeoutError as exc:
-                await self.abort()
-                raise PeerTimeout(f"peer {_fmt(conn.key)} stalled for {stall_timeout}s") from exc
-            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError, h11.ProtocolError) as exc:
-                await self.abort()
-                raise PeerProtocolError(f"body from {_fmt(conn.key)} broke: {exc}") from exc
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                self._finished = True
-                await self.aclose()
-                return
-            else:
-                await self.abort()
-                raise PeerProtocolError(f"body from {_fmt(conn.key)} ended early")
+        try:
+            async for chunk in conn.body_chunks(stall_timeout):
+                yield chunk
+        except TimeoutError as exc:
+            await self.abort()
+            raise PeerTimeout(f"peer {_fmt(conn.key)} stalled for {stall_timeout}s") from exc
+        except (OSError, h11.ProtocolError) as exc:
+            await self.abort()
+            raise PeerProtocolError(f"body from {_fmt(conn.key)} broke: {exc}") from exc
+        self._finished = True
+        await self.aclose()
 
     async def read(self, max_bytes: int, stall_timeout: float | None = None) -> bytes:
         """The whole body, at most `max_bytes` (ResponseTooLarge past it)."""
@@ -155,7 +110,7 @@ class StreamedResponse:
         """Close the connection now, whatever is left of the body."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.aclose()
+            conn.close()
 
     async def aclose(self) -> None:
         """Done with this answer: the connection is pooled if the body was read to its end."""
@@ -163,9 +118,9 @@ class StreamedResponse:
         if conn is None:
             return
         if self._finished and conn.reusable():
-            await self._client._release(conn)
+            self._client._release(conn)
         else:
-            await conn.aclose()
+            conn.close()
 
     async def __aenter__(self) -> StreamedResponse:
         return self
@@ -191,7 +146,7 @@ class PeerClient:
         self._local_host = local_host
         self._max_idle = max_idle_per_peer
         self._user_agent = user_agent
-        self._idle: dict[tuple[str, int], list[_PeerConnection]] = {}
+        self._idle: dict[tuple[str, int], list[PeerConnection]] = {}
         self._closed = False
 
     async def get(
@@ -255,7 +210,7 @@ class PeerClient:
         idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:
-                await conn.aclose()
+                conn.close()
 
     async def __aenter__(self) -> PeerClient:
         return self
@@ -297,59 +252,54 @@ class PeerClient:
         raise PeerProtocolError(f"peer {_fmt(key)} closed two connections in a row")
 
     async def _exchange(
-        self, conn: _PeerConnection, request: h11.Request, body: bytes, headers_timeout: float
+        self, conn: PeerConnection, request: h11.Request, body: bytes, headers_timeout: float
     ) -> StreamedResponse:
         ok = False
+        conn.start_exchange()
+        method = request.method.decode("ascii")
         try:
             with anyio.fail_after(headers_timeout):
-                await conn.send(conn.h11.send(request) or b"")
+                await conn.send(request)
                 if body:
-                    await conn.send(conn.h11.send(h11.Data(data=body)) or b"")
-                await conn.send(conn.h11.send(h11.EndOfMessage()) or b"")
-                while True:
-                    event = await conn.receive_event()
-                    if isinstance(event, h11.Response):
-                        break
-                    if not isinstance(event, h11.InformationalResponse):
-                        raise h11.RemoteProtocolError("connection closed before the answer")
+                    await conn.send(h11.Data(data=body))
+                await conn.send(h11.EndOfMessage())
+                event = await conn.receive_head(method)
             headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers]
             ok = True
             return StreamedResponse(self, conn, event.status_code, headers)
         except TimeoutError as exc:
             raise PeerTimeout(f"no answer head from {_fmt(conn.key)} within {headers_timeout}s") from exc
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError, h11.ProtocolError) as exc:
+        except (OSError, h11.ProtocolError) as exc:
             if conn.reused and not conn.received_any:
                 raise _StaleConnection from exc
             raise PeerProtocolError(f"request to {_fmt(conn.key)} failed: {exc}") from exc
         finally:
             if not ok:
-                await conn.aclose()
+                conn.close()
 
-    async def _connect(self, key: tuple[str, int], connect_timeout: float) -> _PeerConnection:
+    async def _connect(self, key: tuple[str, int], connect_timeout: float) -> PeerConnection:
         try:
             with anyio.fail_after(connect_timeout):
-                stream = await anyio.connect_tcp(key[0], key[1], local_host=self._local_host)
+                sock = await open_socket(key[0], key[1], self._local_host)
         except TimeoutError as exc:
             raise PeerConnectError(f"connect to {_fmt(key)} took over {connect_timeout}s") from exc
         except OSError as exc:
             raise PeerConnectError(f"connect to {_fmt(key)} failed: {exc}") from exc
-        return _PeerConnection(stream, key)
+        return PeerConnection(sock, key)
 
-    def _take_idle(self, key: tuple[str, int]) -> _PeerConnection | None:
+    def _take_idle(self, key: tuple[str, int]) -> PeerConnection | None:
         conns = self._idle.get(key)
         if not conns:
             return None
         conn = conns.pop()
         conn.reused = True
-        conn.received_any = False
         return conn
 
-    async def _release(self, conn: _PeerConnection) -> None:
+    def _release(self, conn: PeerConnection) -> None:
         conns = self._idle.setdefault(conn.key, [])
         if len(conns) >= self._max_idle:
-            await conn.aclose()
+            conn.close()
             return
-        conn.h11.start_next_cycle()
         conns.append(conn)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 
 import anyio
+import anyio.abc
 import pytest
 from http_support import FILE_SIZE, RunningServer, SampleHandler, run_server
 
@@ -122,3 +125,114 @@ async def test_abort_closes_the_connection_mid_body_and_the_client_stays_usable(
         again = await client.get("127.0.0.1", server.port, "/bytes")
         async with again:
             assert await again.read(100) == b"hello world"
+
+
+# -- peers that answer with exact bytes: framing the client must get right ---------------------------
+
+
+@contextlib.asynccontextmanager
+async def scripted_peer(*answers: list[bytes], pause: float = 0.0) -> AsyncIterator[tuple[int, list[int]]]:
+    """A peer that answers every request on its n-th connection with `answers[n]` (the last one for later
+    connections), written piece by piece, `pause` seconds apart. Yields (port, connections accepted)."""
+    accepted: list[int] = []
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        index = len(accepted)
+        accepted.append(index)
+        pieces = answers[min(index, len(answers) - 1)]
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                while True:  # every request on this connection gets the same answer
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        request += await stream.receive()
+                    for piece in pieces:
+                        await stream.send(piece)
+                        await anyio.sleep(pause)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, serve)
+            yield port, accepted
+            tg.cancel_scope.cancel()
+    finally:
+        await listener.aclose()
+
+
+async def get_body(client: PeerClient, port: int, stall_timeout: float | None = None) -> bytes:
+    response = await client.get("127.0.0.1", port, "/x", headers_timeout=2.0)
+    async with response:
+        return b"".join([chunk async for chunk in response.iter_chunks(stall_timeout)])
+
+
+async def test_a_head_that_arrives_byte_by_byte_with_the_body_in_its_last_packet() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    pieces = [bytes([b]) for b in head[:-1]] + [head[-1:] + b"hello"]
+    async with scripted_peer(pieces, pause=0.001) as (port, accepted), PeerClient() as client:
+        assert await get_body(client, port) == b"hello"
+        assert await get_body(client, port) == b"hello"
+        assert len(accepted) == 1  # read to its exact end, the connection went back to the pool
+
+
+async def test_an_informational_answer_before_the_final_one_is_skipped() -> None:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with scripted_peer([answer]) as (port, _), PeerClient() as client:
+        assert await get_body(client, port) == b"ok"
+
+
+async def test_a_chunked_body_is_read_through_h11_and_not_pooled() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    async with scripted_peer([answer]) as (port, accepted), PeerClient() as client:
+        assert await get_body(client, port) == b"abcde"
+        assert await get_body(client, port) == b"abcde"
+        assert len(accepted) == 2
+
+
+async def test_bytes_beyond_the_content_length_are_an_error_and_the_connection_is_dropped() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcXYZ"
+    good = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+    async with scripted_peer([answer], [good]) as (port, accepted), PeerClient() as client:
+        with pytest.raises(PeerProtocolError, match="more than its Content-Length"):
+            await get_body(client, port)
+        assert await get_body(client, port) == b"abc"
+        assert len(accepted) == 2
+
+
+async def test_a_peer_that_asks_to_close_is_not_pooled() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    async with scripted_peer([answer]) as (port, accepted), PeerClient() as client:
+        assert await get_body(client, port) == b"ok"
+        assert await get_body(client, port) == b"ok"
+        assert len(accepted) == 2
+
+
+async def test_a_body_that_stalls_is_a_timeout() -> None:
+    pieces = [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"]
+    async with scripted_peer(pieces) as (port, _), PeerClient() as client:
+        with pytest.raises(PeerTimeout, match="stalled"):
+            await get_body(client, port, stall_timeout=0.2)
+
+
+async def test_an_endless_head_is_a_protocol_error() -> None:
+    pieces = [b"HTTP/1.1 200 OK\r\n"] + [b"x-filler: " + b"a" * 1000 + b"\r\n"] * 80
+    async with scripted_peer(pieces) as (port, _), PeerClient() as client:
+        with pytest.raises(PeerProtocolError, match="head over"):
+            await get_body(client, port)
+
+
+async def test_an_answer_without_a_length_ends_with_the_close() -> None:
+    async def close_after(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            while b"\r\n\r\n" not in await stream.receive():
+                pass
+            await stream.send(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with anyio.create_task_group() as tg, PeerClient() as client:
+        tg.start_soon(listener.serve, close_after)
+        assert await get_body(client, port) == b"until the end"
+        tg.cancel_scope.cancel()
+    await listener.aclose()
