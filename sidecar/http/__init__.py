@@ -24,7 +24,8 @@ The handler interface (what `sidecar.registry` implements):
 - A handler exception becomes a 500 (logged as `http_handler_error`); malformed requests get 400, heads
   over the limit 431, bodies over the limit 413, and the connection closes. Full server: 503 and close.
 
-`PeerClient` (in `sidecar.http.client`) is the one HTTP client lokal uses to talk to its peers.
+`PeerClient` (in `sidecar.http.client`) is the one HTTP client lokal uses to talk to its peers. It too owns
+its sockets (`sidecar.http.peer_connection`): a relayed body is read with one `recv` per chunk.
 """
 
 from sidecar.http.limits import ServerLimits
