@@ -123,9 +123,9 @@ class PeerConnection:
 
     def _frame_body(self, response: h11.Response, method: str) -> None:
         headers = {name: value for name, value in response.headers}
-        self._keep_alive = response.http_version == b"1.1" and b"close" not in headers.get(
-            b"connection", b""
-        ).lower()
+        self._keep_alive = (
+            response.http_version == b"1.1" and b"close" not in headers.get(b"connection", b"").lower()
+        )
         if method == "HEAD" or response.status_code in (204, 304):
             self._remaining = 0
         elif b"transfer-encoding" not in headers and b"content-length" in headers:

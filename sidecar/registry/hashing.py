@@ -21,6 +21,7 @@ from sidecar.oci import Digest
 
 INLINE_BELOW = 64 * 1024
 
+
 class StreamHasher:
     """The running hash of one blob's bytes, computed in `pool`'s threads when it pays."""
 
