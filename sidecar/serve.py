@@ -11,7 +11,6 @@ Rules:
 from __future__ import annotations
 
 import signal
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,32 +161,25 @@ async def run_node(
 ) -> None:
     settings = node.settings
     log_event(log, "config", **{k: v for k, v in settings.items() if v is not None})
-    # Threads that hash relayed blobs beside the loop; started on the first relay, so idle costs nothing.
-    threads = settings["hash_threads"]
-    hash_pool = ThreadPoolExecutor(threads, thread_name_prefix="lokal-hash") if threads else None
-    try:
-        async with PeerClient() as client, anyio.create_task_group() as tg:
-            run = getattr(node.store, "run", None)
-            if run is not None:
-                await tg.start(run)
-            changes = node.store.subscribe()
-            if isinstance(node.store, ContainerdStore):
-                tg.start_soon(check_containerd_config, node)
-            await tg.start(node.server.serve, settings["listen"])
-            if node.observability is not None:
-                await start_observability(node, node.observability, tg)
-            if node.source is not None:
-                await _start_peering(node, client, tg, changes, hash_pool)
-            task_status.started()
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log_event(log, "shutdown", signal=signal.Signals(signum).name)
-                    break
-            await node.server.shutdown()
-            tg.cancel_scope.cancel()
-    finally:
-        if hash_pool is not None:
-            hash_pool.shutdown(wait=False, cancel_futures=True)
+    async with PeerClient() as client, anyio.create_task_group() as tg:
+        run = getattr(node.store, "run", None)
+        if run is not None:
+            await tg.start(run)
+        changes = node.store.subscribe()
+        if isinstance(node.store, ContainerdStore):
+            tg.start_soon(check_containerd_config, node)
+        await tg.start(node.server.serve, settings["listen"])
+        if node.observability is not None:
+            await start_observability(node, node.observability, tg)
+        if node.source is not None:
+            await _start_peering(node, client, tg, changes)
+        task_status.started()
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log_event(log, "shutdown", signal=signal.Signals(signum).name)
+                break
+        await node.server.shutdown()
+        tg.cancel_scope.cancel()
     close = getattr(node.store, "aclose", None)
     if close is not None:
         await close()
@@ -195,11 +187,7 @@ async def run_node(
 
 
 async def _start_peering(
-    node: Node,
-    client: PeerClient,
-    tg: TaskGroup,
-    changes: MemoryObjectReceiveStream[KeyChange],
-    hash_pool: Executor | None,
+    node: Node, client: PeerClient, tg: TaskGroup, changes: MemoryObjectReceiveStream[KeyChange]
 ) -> None:
     """Discovery, the one-hop index and the relay; returns once the first advertise is under way."""
     assert node.source is not None
@@ -227,7 +215,6 @@ async def _start_peering(
         relays=Gate("relays", settings["max_relays"], node.limits),
         max_per_peer=settings["max_relays_per_peer"],
         auth_headers=node.auth_headers,
-        hash_pool=hash_pool,
     )
 
     async def advertise_local_content() -> None:

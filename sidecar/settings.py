@@ -47,16 +47,6 @@ def _positive(kind: type) -> Parser:
     return parse
 
 
-def _count(value: str, setting: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise SettingError(setting, f"{value!r} is not a whole number") from None
-    if number < 0:
-        raise SettingError(setting, f"{value!r} must be >= 0")
-    return number
-
-
 def _text(value: str, setting: str) -> str:
     if not value.strip():
         raise SettingError(setting, "must not be empty")
@@ -128,8 +118,6 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            "file of shared peer tokens (one per line; any is accepted, the first is sent)"),
     Option("max-relays", "64", _positive(int), "relays from peers at once; past it, misses go upstream"),
     Option("max-relays-per-peer", "8", _positive(int), "relays from any one peer at once"),
-    Option("hash-threads", "2", _count,
-           "threads that verify relayed blobs beside the event loop (0: hash on the loop)"),
     Option("max-peer-uploads", "32", _positive(int), "bodies served to peers at once; past it, 503"),
     Option("index-max-entries", "2000000", _positive(int), "holder index entries kept for other nodes"),
     Option("header-timeout", "10", _positive(float), "seconds to receive a complete request header"),

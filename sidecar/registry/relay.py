@@ -20,7 +20,6 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import anyio
@@ -34,7 +33,6 @@ from sidecar.oci import Digest, NotAManifest, load_manifest
 from sidecar.oci.mediatypes import MAX_MANIFEST_BYTES
 from sidecar.registry.bodies import on_body_done
 from sidecar.registry.handler import LOCAL_ONLY_HEADER, Relay
-from sidecar.registry.hashing import StreamHasher
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.providers import choose_providers
 from sidecar.registry.pulls import PullRecord
@@ -70,7 +68,6 @@ class PeerRelay(Relay):
     relays: Gate = field(default_factory=lambda: Gate("relays", 64))  # --max-relays
     max_per_peer: int = 8  # --max-relays-per-peer
     auth_headers: Callable[[], list[tuple[str, str]]] = list  # the peer token, when configured
-    hash_pool: Executor | None = None  # threads that hash relayed blobs (sidecar/registry/hashing.py)
 
     async def fetch(
         self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
@@ -290,7 +287,7 @@ class _RelayBody:
         self.verify = start == 0 and length == size
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        hasher = StreamHasher(self.digest, self.relay.hash_pool) if self.verify else None
+        hasher = self.digest.hasher() if self.verify else None
         received = 0
         held = b""
         tried = {self.provider.peer.name}
@@ -305,7 +302,7 @@ class _RelayBody:
                         raise RelayFailed(f"{name} sent more than {self.length} bytes")
                     received += len(chunk)
                     if hasher is not None:
-                        await hasher.update(chunk)  # in a thread, while `held` is sent
+                        hasher.update(chunk)
                     if held:
                         yield held
                     held = chunk
@@ -321,7 +318,7 @@ class _RelayBody:
                     raise RelayFailed(f"no provider left to resume {self.digest.short}") from exc
             finally:
                 book.ended(name)
-        if hasher is not None and await hasher.hexdigest() != self.digest.hex:
+        if hasher is not None and hasher.hexdigest() != self.digest.hex:
             book.failed(self.provider.peer.name, bad=True)
             self.record.extra["digest_mismatch"] = True
             log_event(log, "peer_marked_bad", level=30, peer=self.provider.peer.name,
