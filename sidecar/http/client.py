@@ -6,8 +6,9 @@ Rules:
   bare socket or h11 error, and the connection is then closed.
 - Keep-alive connections are pooled per peer (host, port), at most `max_idle_per_peer` each. A connection
   goes back to the pool only after its response was read to the end.
-- A request on a pooled connection that fails before any response byte arrived (the peer closed it while
-  idle) is retried once on a fresh connection.
+- A pooled connection is peeked at before reuse: one the peer closed or wrote to unasked is dropped. A
+  request on one that still fails before any response byte arrived (closed in between) is retried once
+  on a fresh connection.
 - Response bodies are never buffered without a bound: `post` has `max_response_bytes`.
 """
 
@@ -289,11 +290,13 @@ class PeerClient:
 
     def _take_idle(self, key: tuple[str, int]) -> PeerConnection | None:
         conns = self._idle.get(key)
-        if not conns:
-            return None
-        conn = conns.pop()
-        conn.reused = True
-        return conn
+        while conns:
+            conn = conns.pop()
+            if conn.still_open():
+                conn.reused = True
+                return conn
+            conn.close()
+        return None
 
     def _release(self, conn: PeerConnection) -> None:
         conns = self._idle.setdefault(conn.key, [])

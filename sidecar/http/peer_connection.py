@@ -176,6 +176,17 @@ class PeerConnection:
     def reusable(self) -> bool:
         return self._complete and self._keep_alive and self.h11.our_state is h11.DONE
 
+    def still_open(self) -> bool:
+        """Whether a pooled connection is worth a request: the peer has not closed it (idle timeout,
+        restart) nor sent anything unasked. One peek, instead of a request that fails and is retried."""
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False  # b"": closed; anything else: bytes nobody asked for
+
     # -- the socket -----------------------------------------------------------------------------
 
     async def _recv(self, size: int, stall_timeout: float | None = None) -> bytes:

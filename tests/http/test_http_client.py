@@ -236,3 +236,36 @@ async def test_an_answer_without_a_length_ends_with_the_close() -> None:
         assert await get_body(client, port) == b"until the end"
         tg.cancel_scope.cancel()
     await listener.aclose()
+
+
+async def test_a_pooled_connection_is_checked_before_it_carries_a_request() -> None:
+    async def answer_then(stream: anyio.abc.SocketStream, index: int) -> None:
+        async with stream:
+            while b"\r\n\r\n" not in await stream.receive():
+                pass
+            await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await anyio.sleep(0.05)
+            if index == 0:
+                return  # closes the pooled connection, as a peer's idle timeout does
+            await stream.send(b"unasked")  # bytes while idle: the connection cannot be trusted
+            await anyio.sleep(10)
+
+    requests_per_connection: list[int] = []
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        index = len(requests_per_connection)
+        requests_per_connection.append(1)
+        await answer_then(stream, index)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with anyio.create_task_group() as tg, PeerClient() as client:
+        tg.start_soon(listener.serve, serve)
+        for _ in range(3):
+            assert await get_body(client, port) == b"ok"
+            await anyio.sleep(0.2)  # the peer closes, or talks out of turn, meanwhile
+        tg.cancel_scope.cancel()
+    await listener.aclose()
+    # Each request found its pooled connection unusable and opened a fresh one at once: never a
+    # request sent into a closed connection and retried, never an answer parsed from stray bytes.
+    assert len(requests_per_connection) == 3
