@@ -33,7 +33,7 @@ _SEND_STALL_TIMEOUT = 30.0
 
 
 class PeerClosed(ConnectionResetError):
-    """The peer closed the connection (or sent more than a whole head allows) before its answer."""
+    """The peer closed the connection before the head of its answer."""
 
 
 async def open_socket(host: str, port: int, local_host: str | None = None) -> socket.socket:
