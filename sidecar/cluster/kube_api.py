@@ -177,13 +177,7 @@ class KubernetesNodeApi:
 
     def _get_json(self, path: str, path_params: dict[str, str] | None, query: Query) -> JsonDict:
         timeout = (self._timings.connect_timeout_s, self._timings.read_timeout_s)
-        response = self._open(path, path_params, query, timeout)
-        try:
-            data = response.data
-        except Exception as error:
-            raise _translate(error) from error
-        finally:
-            self._release(response)
+        data = self._read_all(self._open(path, path_params, query, timeout))
         try:
             body = json.loads(data)
         except ValueError as error:
@@ -215,13 +209,16 @@ class KubernetesNodeApi:
             self._response = response
         if 200 <= response.status <= 299:
             return response
+        raise _status_error(response.status, response.reason, self._read_all(response))
+
+    def _read_all(self, response: BaseHTTPResponse) -> bytes:
+        """The whole body; the response is released either way."""
         try:
-            data = response.data
+            return response.data
         except Exception as error:
             raise _translate(error) from error
         finally:
             self._release(response)
-        raise _status_error(response.status, response.reason, data)
 
     def _release(self, response: BaseHTTPResponse) -> None:
         with self._lock:
