@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import anyio.abc
@@ -130,25 +130,20 @@ async def test_abort_closes_the_connection_mid_body_and_the_client_stays_usable(
 # -- peers that answer with exact bytes: framing the client must get right ---------------------------
 
 
+ConnectionHandler = Callable[[anyio.abc.SocketStream, int], Awaitable[None]]
+
+
 @contextlib.asynccontextmanager
-async def scripted_peer(*answers: list[bytes], pause: float = 0.0) -> AsyncIterator[tuple[int, list[int]]]:
-    """A peer that answers every request on its n-th connection with `answers[n]` (the last one for later
-    connections), written piece by piece, `pause` seconds apart. Yields (port, connections accepted)."""
+async def peer_serving(handle: ConnectionHandler) -> AsyncIterator[tuple[int, list[int]]]:
+    """A listener on 127.0.0.1 that calls `handle(stream, n)` for its n-th connection.
+    Yields (port, the indexes of the connections accepted so far)."""
     accepted: list[int] = []
 
     async def serve(stream: anyio.abc.SocketStream) -> None:
         index = len(accepted)
         accepted.append(index)
-        pieces = answers[min(index, len(answers) - 1)]
         async with stream:
-            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                while True:  # every request on this connection gets the same answer
-                    request = b""
-                    while b"\r\n\r\n" not in request:
-                        request += await stream.receive()
-                    for piece in pieces:
-                        await stream.send(piece)
-                        await anyio.sleep(pause)
+            await handle(stream, index)
 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
@@ -159,6 +154,30 @@ async def scripted_peer(*answers: list[bytes], pause: float = 0.0) -> AsyncItera
             tg.cancel_scope.cancel()
     finally:
         await listener.aclose()
+
+
+async def read_request_head(stream: anyio.abc.SocketStream) -> None:
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += await stream.receive()
+
+
+def scripted_peer(
+    *answers: list[bytes], pause: float = 0.0
+) -> contextlib.AbstractAsyncContextManager[tuple[int, list[int]]]:
+    """A peer that answers every request on its n-th connection with `answers[n]` (the last one for later
+    connections), written piece by piece, `pause` seconds apart. Yields (port, connections accepted)."""
+
+    async def answer(stream: anyio.abc.SocketStream, index: int) -> None:
+        pieces = answers[min(index, len(answers) - 1)]
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            while True:  # every request on this connection gets the same answer
+                await read_request_head(stream)
+                for piece in pieces:
+                    await stream.send(piece)
+                    await anyio.sleep(pause)
+
+    return peer_serving(answer)
 
 
 async def get_body(client: PeerClient, port: int, stall_timeout: float | None = None) -> bytes:
@@ -223,49 +242,28 @@ async def test_an_endless_head_is_a_protocol_error() -> None:
 
 
 async def test_an_answer_without_a_length_ends_with_the_close() -> None:
-    async def close_after(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            while b"\r\n\r\n" not in await stream.receive():
-                pass
-            await stream.send(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+    async def close_after(stream: anyio.abc.SocketStream, index: int) -> None:
+        await read_request_head(stream)
+        await stream.send(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with anyio.create_task_group() as tg, PeerClient() as client:
-        tg.start_soon(listener.serve, close_after)
+    async with peer_serving(close_after) as (port, _), PeerClient() as client:
         assert await get_body(client, port) == b"until the end"
-        tg.cancel_scope.cancel()
-    await listener.aclose()
 
 
 async def test_a_pooled_connection_is_checked_before_it_carries_a_request() -> None:
     async def answer_then(stream: anyio.abc.SocketStream, index: int) -> None:
-        async with stream:
-            while b"\r\n\r\n" not in await stream.receive():
-                pass
-            await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await anyio.sleep(0.05)
-            if index == 0:
-                return  # closes the pooled connection, as a peer's idle timeout does
-            await stream.send(b"unasked")  # bytes while idle: the connection cannot be trusted
-            await anyio.sleep(10)
+        await read_request_head(stream)
+        await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await anyio.sleep(0.05)
+        if index == 0:
+            return  # closes the pooled connection, as a peer's idle timeout does
+        await stream.send(b"unasked")  # bytes while idle: the connection cannot be trusted
+        await anyio.sleep(10)
 
-    requests_per_connection: list[int] = []
-
-    async def serve(stream: anyio.abc.SocketStream) -> None:
-        index = len(requests_per_connection)
-        requests_per_connection.append(1)
-        await answer_then(stream, index)
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with anyio.create_task_group() as tg, PeerClient() as client:
-        tg.start_soon(listener.serve, serve)
+    async with peer_serving(answer_then) as (port, accepted), PeerClient() as client:
         for _ in range(3):
             assert await get_body(client, port) == b"ok"
             await anyio.sleep(0.2)  # the peer closes, or talks out of turn, meanwhile
-        tg.cancel_scope.cancel()
-    await listener.aclose()
     # Each request found its pooled connection unusable and opened a fresh one at once: never a
     # request sent into a closed connection and retried, never an answer parsed from stray bytes.
-    assert len(requests_per_connection) == 3
+    assert len(accepted) == 3
