@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import FrameType
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -172,6 +173,12 @@ def check_target(value: float, *, at_least: float | None = None, at_most: float 
     if at_most is not None and value > at_most:
         return "fail"
     return "pass"
+
+
+def terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM handler: unwind through the context managers (ProcessGroup, LabCluster), so every process
+    the benchmark started is stopped and the lab is torn down."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def rounded(document: object, digits: int = 4) -> object:

@@ -1,5 +1,6 @@
-"""Shared parts of the lab benchmarks (`bench/relay.py`, `bench/miss.py`): pure statistics, and the shell
-that runs `_nsclient.py` inside a node's namespace.
+"""Shared parts of the lab benchmarks (`bench/relay.py`, `bench/miss.py`, `bench/pulls.py`): pure
+statistics, and the shell that runs `_nsclient.py` inside a node's namespace. What every benchmark
+shares (`rounded`, `terminate`, `cpu_seconds`) is in `_harness.py`.
 
 Rules:
 - Requests are only ever sent from inside a lab namespace (lab.md's network safety rules): the client
@@ -14,7 +15,6 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 CLIENT = Path(__file__).with_name("_nsclient.py")
@@ -39,27 +39,3 @@ def run_client(cluster: Any, node: str, spec: dict[str, Any], timeout: float) ->
     if "error" in answer:
         raise RuntimeError(f"client in {node}: {answer['error']}")
     return answer
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid`, from /proc/PID/stat."""
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def terminate(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM handler: unwind through the LabCluster context manager, so the lab is torn down."""
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def rounded(document: object, digits: int = 4) -> object:
-    """A copy of a JSON-like document with floats rounded and NaN as None (valid JSON)."""
-    if isinstance(document, float):
-        return None if math.isnan(document) else round(document, digits)
-    if isinstance(document, dict):
-        return {k: rounded(v, digits) for k, v in document.items()}
-    if isinstance(document, list | tuple):
-        return [rounded(v, digits) for v in document]
-    return document

@@ -38,8 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._harness import progress  # noqa: E402
-from bench._lab import percentile, rounded, run_client, terminate  # noqa: E402
+from bench._harness import (  # noqa: E402
+    progress,
+    rounded,
+    terminate,
+)
+from bench._lab import percentile, run_client  # noqa: E402
 
 TARGET_P99_MS = 5.0
 REPO = "bench/nobody-has-this"

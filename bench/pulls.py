@@ -41,14 +41,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._harness import progress, rotated  # noqa: E402
+from bench._harness import progress, rotated, rounded, terminate  # noqa: E402
+from bench._lab import percentile  # noqa: E402
 from sidecar.lab.images import build_image  # noqa: E402
 
 MB = 1_000_000
@@ -135,17 +135,6 @@ def way_flags(way: str) -> list[str]:
 # ---- pure: figures --------------------------------------------------------------------------------
 
 
-def quantile(values: Sequence[float], q: float) -> float:
-    """The q-quantile with linear interpolation between order statistics (NaN for no values)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def tier_bytes(own_events: Iterable[dict[str, Any]], upstream_bytes: int) -> dict[str, int]:
     """Bytes by tier for one run: lokal's local/peer lines for its own containerd, plus what the registry
     served (every byte containerd did not get from lokal came from upstream). `error` counts bytes of
@@ -201,8 +190,8 @@ def run_summary(
         "way": way,
         "image_bytes": image_bytes,
         "nodes": list(nodes),
-        "pull_seconds_median": quantile(seconds, 0.5),
-        "pull_seconds_p90": quantile(seconds, 0.9),
+        "pull_seconds_median": percentile(seconds, 0.5),
+        "pull_seconds_p90": percentile(seconds, 0.9),
         "wall_seconds": wall_seconds,
         "upstream_bytes_registry_log": registry_bytes,
         "upstream_bytes_link": upstream_wire_bytes,
@@ -245,16 +234,6 @@ def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
             f"| {human(tiers['other_region'])} |"
         )
     return "\n".join([header, *rows])
-
-
-def rounded(document: object, digits: int = 4) -> object:
-    if isinstance(document, float):
-        return None if math.isnan(document) else round(document, digits)
-    if isinstance(document, dict):
-        return {k: rounded(v, digits) for k, v in document.items()}
-    if isinstance(document, list | tuple):
-        return [rounded(v, digits) for v in document]
-    return document
 
 
 # ---- I/O: the lab shell ---------------------------------------------------------------------------
@@ -379,10 +358,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through LabCluster: the lab is torn down
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -408,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reason:
         print(f"bench/pulls: cannot run here: {reason}", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     topology = example_topology(
         profile.nodes,
         upstream_rate=profile.upstream_rate,

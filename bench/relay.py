@@ -40,8 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._harness import progress  # noqa: E402
-from bench._lab import cpu_seconds, rounded, run_client, terminate  # noqa: E402
+from bench._harness import (  # noqa: E402
+    cpu_seconds,
+    progress,
+    rounded,
+    terminate,
+)
+from bench._lab import run_client  # noqa: E402
 from sidecar.lab.images import build_image  # noqa: E402
 
 TARGET_RATIO = 0.8

@@ -35,7 +35,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -60,6 +59,7 @@ from _harness import (
     rounded,
     run_wrk,
     source_version,
+    terminate,
     wait_listening,
     which_or_fail,
     wrk_cycle_script,
@@ -278,9 +278,6 @@ def summarise(results: dict[str, list[dict[str, object]]]) -> dict[str, object]:
 # ---- main -----------------------------------------------------------------------------------------
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through the ProcessGroup: servers stop
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(
@@ -304,7 +301,7 @@ def main() -> int:
     out = args.out or ROOT / "bench" / "results" / ("serve-quick.json" if args.quick else "serve.json")
     for tool in ("wrk", "nginx", "docker-registry", "containerd", "skopeo"):
         which_or_fail(tool)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
 
     started = time.monotonic()
     sizes = [profile.large, profile.medium] + [profile.small] * profile.small_count

@@ -35,7 +35,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -52,6 +51,7 @@ from _harness import (
     rotated,
     rounded,
     source_version,
+    terminate,
 )
 
 from sidecar.containerd.client import ContainerdClient
@@ -242,9 +242,6 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
 # ---- main -----------------------------------------------------------------------------------------
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through the ProcessGroup
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(
@@ -268,7 +265,7 @@ def main() -> int:
     out = args.out or ROOT / "bench" / "results" / (
         "store_read-quick.json" if args.quick else "store_read.json"
     )
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lokal-bench-store-") as tmp, ProcessGroup() as group:
