@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sidecar.lab.containerd import ContainerdInstance  # noqa: E402
-from sidecar.lab.cri import CriClient  # noqa: E402
-from sidecar.lab.images import Blob, BuiltImage, build_image, push_image  # noqa: E402
-from sidecar.lab.processes import ProcessGroup, wait_for  # noqa: E402
-from sidecar.lab.registry import RegistryInstance  # noqa: E402
+from lokal_lab.containerd import ContainerdInstance  # noqa: E402
+from lokal_lab.cri import CriClient  # noqa: E402
+from lokal_lab.images import Blob, BuiltImage, build_image, push_image  # noqa: E402
+from lokal_lab.processes import ProcessGroup, wait_for  # noqa: E402
+from lokal_lab.registry import RegistryInstance  # noqa: E402
 
 # The upstream registry's name as containerd and lokal see it (hosts.toml maps it to the lab registry).
 REGISTRY_NAME = "registry.bench.test"

@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sidecar.lab.cluster import LabCluster  # noqa: E402
-from sidecar.lab.network import lab_unavailable_reason  # noqa: E402
+from lokal_lab.cluster import LabCluster  # noqa: E402
+from lokal_lab.network import lab_unavailable_reason  # noqa: E402
+
 from tests.reliability.labtools import lokal_pid  # noqa: E402
 from tests.reliability.soak import SOAK_LOKAL_ARGS, SOAK_TOPOLOGY, SoakPlan, run_soak  # noqa: E402
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/miss.py            # 6-node lab, 500 requests + 10 warm-up; ~1 min
     .venv/bin/python bench/miss.py --quick    # 4-node lab, 150 requests; ~40 s
 
-The lab (sidecar.lab.cluster.LabCluster, example topology: region-a holds 4 of the 6 nodes, so the k=3
+The lab (lokal_lab.cluster.LabCluster, example topology: region-a holds 4 of the 6 nodes, so the k=3
 home nodes of a key are mostly other nodes) runs lokal on every node in prefer mode with cross-region
 never, as deployed by default. From inside one node's namespace, a client (`_nsclient.py`) asks that
 node's own lokal on 127.0.0.1:5050, as containerd does, for `/v2/<repo>/blobs/sha256:<random>?ns=...`: every
@@ -149,9 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = QUICK if args.quick else FULL
     out = args.out or ROOT / "bench" / "results" / ("miss-quick.json" if args.quick else "miss.json")
 
-    from sidecar.lab.cluster import LabCluster
-    from sidecar.lab.network import lab_unavailable_reason
-    from sidecar.lab.topology import example_topology
+    from lokal_lab.cluster import LabCluster
+    from lokal_lab.network import lab_unavailable_reason
+    from lokal_lab.topology import example_topology
 
     reason = lab_unavailable_reason()
     if reason:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/pulls.py --quick     # 4 nodes, 10 MB/1 layer + 20 MB/4 layers; ~2 min
     .venv/bin/python bench/pulls.py             # 6 nodes, 10 MB/1, 100 MB/4, 150 MB/4 layers; ~13 min
 
-One lab (sidecar.lab.cluster.LabCluster: 2 regions, 3 zones, the upstream docker-registry behind a
+One lab (lokal_lab.cluster.LabCluster: 2 regions, 3 zones, the upstream docker-registry behind a
 100 Mbit/s tbf link plus a 20 ms delay proxy, inter-region links shaped with tbf) serves every run. For
 each image and scenario (rolling: nodes pull one after another; create: all nodes at once) it runs three
 ways, in an order rotated per case so that the machine's noise hits all alike:
@@ -47,9 +47,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lokal_lab.images import build_image  # noqa: E402
+
 from bench._harness import progress, rotated, rounded, terminate  # noqa: E402
 from bench._lab import percentile  # noqa: E402
-from sidecar.lab.images import build_image  # noqa: E402
 
 MB = 1_000_000
 WAYS = ("baseline", "isolate", "prefer")
@@ -290,7 +291,7 @@ class Bench:
         return [(node, results[node]) for node in cluster.nodes]
 
     def run(self, image: Pushed, scenario: str, way: str) -> dict[str, Any]:
-        from sidecar.lab.cluster import is_local_client
+        from lokal_lab.cluster import is_local_client
 
         cluster = self.cluster
         self.prepare(way)
@@ -375,9 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile = replace(profile, interregion_delay_ms=args.interregion_delay_ms)
     out = args.out or ROOT / "bench" / "results" / ("pulls-quick.json" if args.quick else "pulls.json")
 
-    from sidecar.lab.cluster import LabCluster
-    from sidecar.lab.network import lab_unavailable_reason
-    from sidecar.lab.topology import example_topology
+    from lokal_lab.cluster import LabCluster
+    from lokal_lab.network import lab_unavailable_reason
+    from lokal_lab.topology import example_topology
 
     reason = lab_unavailable_reason()
     if reason:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/relay.py            # 200 MB blob, 7 rounds; ~1-2 min
     .venv/bin/python bench/relay.py --quick    # 50 MB blob, 3 rounds; ~40 s
 
-The lab (sidecar.lab.cluster.LabCluster, example topology, no delay link: both nodes in one region and one
+The lab (lokal_lab.cluster.LabCluster, example topology, no delay link: both nodes in one region and one
 zone) runs lokal on every node. Node A pulls an image of one large layer through CRI, so A's containerd
 holds the blob. Then, from inside node B's namespace (where containerd on B would ask), a client
 (`_nsclient.py`, one keep-alive connection, body read into a reused buffer) fetches that blob:
@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lokal_lab.images import build_image  # noqa: E402
+
 from bench._harness import (  # noqa: E402
     cpu_seconds,
     progress,
@@ -47,7 +49,6 @@ from bench._harness import (  # noqa: E402
     terminate,
 )
 from bench._lab import run_client  # noqa: E402
-from sidecar.lab.images import build_image  # noqa: E402
 
 TARGET_RATIO = 0.8
 MB = 1_000_000
@@ -143,9 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = QUICK if args.quick else FULL
     out = args.out or ROOT / "bench" / "results" / ("relay-quick.json" if args.quick else "relay.json")
 
-    from sidecar.lab.cluster import LabCluster, is_local_client, short_digest
-    from sidecar.lab.network import lab_unavailable_reason
-    from sidecar.lab.topology import example_topology
+    from lokal_lab.cluster import LabCluster, is_local_client, short_digest
+    from lokal_lab.network import lab_unavailable_reason
+    from lokal_lab.topology import example_topology
 
     reason = lab_unavailable_reason()
     if reason:

@@ -64,9 +64,8 @@ from _harness import (
     which_or_fail,
     wrk_cycle_script,
 )
-
-from sidecar.lab.processes import ProcessGroup
-from sidecar.lab.registry import free_port
+from lokal_lab.processes import ProcessGroup
+from lokal_lab.registry import free_port
 
 SERVERS = ("lokal", "nginx", "docker-registry")
 SCENARIOS = ("large_1conn", "medium_64conn", "small_64conn")

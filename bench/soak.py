@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sidecar.lab.cluster import LabCluster  # noqa: E402
-from sidecar.lab.network import lab_unavailable_reason  # noqa: E402
+from lokal_lab.cluster import LabCluster  # noqa: E402
+from lokal_lab.network import lab_unavailable_reason  # noqa: E402
+
 from tests.reliability.labtools import write_token_file  # noqa: E402
 from tests.reliability.soak import (  # noqa: E402
     SOAK_LOKAL_ARGS,

@@ -53,9 +53,9 @@ from _harness import (
     source_version,
     terminate,
 )
+from lokal_lab.processes import ProcessGroup
 
 from sidecar.containerd.client import ContainerdClient
-from sidecar.lab.processes import ProcessGroup
 from sidecar.oci import parse_digest
 
 METHODS = ("grpc_read", "file_read", "sendfile_devnull", "sendfile_tcp")

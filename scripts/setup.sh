@@ -28,8 +28,9 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 stamp=.venv/.lokal-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ lab/pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing Python packages into .venv"
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+    # lokal itself, and the lab (tests, demo, benchmarks), which is never part of lokal's wheel or image.
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' -e ./lab
     touch "$stamp"
 fi

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check sidecar tests bench
+.venv/bin/ruff check sidecar lab tests bench
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"

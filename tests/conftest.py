@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-
-from sidecar.lab.containerd import ContainerdInstance
-from sidecar.lab.processes import ProcessGroup
-from sidecar.lab.registry import RegistryInstance
+from lokal_lab.containerd import ContainerdInstance
+from lokal_lab.processes import ProcessGroup
+from lokal_lab.registry import RegistryInstance
 
 
 def _real_parts_missing() -> str | None:

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lokal_lab.cluster import content_blob_count
 
 from bench import miss, pulls, relay
 from bench._lab import percentile
-from sidecar.lab.cluster import content_blob_count
 
 
 def test_every_case_runs_all_three_ways_and_no_way_always_runs_first() -> None:

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lokal_lab.fake_apiserver import FakeApiServer, Node, make_node
 
 from sidecar.cluster import ClusterConfig, WatchTimings
-from sidecar.lab.fake_apiserver import FakeApiServer, Node, make_node
 from sidecar.topology import TopologyMode
 
 FAST = WatchTimings(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from lokal_lab.fake_apiserver import make_node
 
 from sidecar.backoff import Backoff
 from sidecar.cluster.cache import PeerCache
 from sidecar.cluster.config import ClusterConfig, WatchTimings
 from sidecar.cluster.nodes import NodeProblemLog
-from sidecar.lab.fake_apiserver import make_node
 
 
 def backoff(jitter: float = 0.0) -> Backoff:

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
-
-from sidecar.lab.fake_apiserver import (
+from lokal_lab.fake_apiserver import (
     FakeApiServer,
     SelectorError,
     make_node,
@@ -142,7 +141,7 @@ def test_runs_as_a_process_and_takes_changes_over_http_and_sighup(tmp_path: Path
     nodes_file = tmp_path / "nodes.json"
     nodes_file.write_text(json.dumps([make_node("a", region="r1")]))
     kubeconfig = tmp_path / "kubeconfig"
-    command = [sys.executable, "-m", "sidecar.lab.fake_apiserver", "--listen", "127.0.0.1:0"]
+    command = [sys.executable, "-m", "lokal_lab.fake_apiserver", "--listen", "127.0.0.1:0"]
     command += ["--nodes", str(nodes_file), "--kubeconfig-out", str(kubeconfig), "--token", "t"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
     try:

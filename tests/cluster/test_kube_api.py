@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import urllib3
+from lokal_lab.fake_apiserver import FakeApiServer, write_kubeconfig
 
 from sidecar.cluster.kube_api import ApiError, ApiUnavailable, KubernetesNodeApi, _status_error
-from sidecar.lab.fake_apiserver import FakeApiServer, write_kubeconfig
 
 from .conftest import FAST
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+from lokal_lab.fake_apiserver import FakeApiServer, make_node
 
 from sidecar.cluster import ClusterConfigError, Membership, MembershipChange, MembershipSource
-from sidecar.lab.fake_apiserver import FakeApiServer, make_node
 from sidecar.topology import TopologyConfigError, TopologyMode
 from tests.cluster.conftest import cluster_config
 

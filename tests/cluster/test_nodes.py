@@ -7,9 +7,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubernetes import client
+from lokal_lab.fake_apiserver import make_node
 
 from sidecar.cluster.nodes import NodeProblemLog, parse_node
-from sidecar.lab.fake_apiserver import make_node
 
 
 def test_a_well_formed_node_becomes_a_peer_without_problems() -> None:

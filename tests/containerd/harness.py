@@ -11,11 +11,12 @@ import itertools
 from pathlib import Path
 from typing import Protocol
 
+from lokal_lab.containerd import ContainerdInstance
+from lokal_lab.cri import CriClient
+from lokal_lab.images import BuiltImage, build_image, push_image
+from lokal_lab.registry import RegistryInstance
+
 from sidecar.containerd import ContainerdStore, MemoryStore, Store
-from sidecar.lab.containerd import ContainerdInstance
-from sidecar.lab.cri import CriClient
-from sidecar.lab.images import BuiltImage, build_image, push_image
-from sidecar.lab.registry import RegistryInstance
 from sidecar.oci import parse_digest
 
 _seeds = itertools.count(1000)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from lokal_lab.containerd import ContainerdInstance
+from lokal_lab.images import BuiltImage
+from lokal_lab.registry import RegistryInstance
 
 from sidecar.containerd import FileBlob, KeyChange, StreamBlob
-from sidecar.lab.containerd import ContainerdInstance
-from sidecar.lab.images import BuiltImage
-from sidecar.lab.registry import RegistryInstance
 from sidecar.oci import digest_of, parse_digest
 from sidecar.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from tests.conftest import REAL_PARTS_MISSING
@@ -179,7 +179,7 @@ async def test_another_namespace_sees_nothing(
 async def test_discarded_layers_are_skipped_and_counted(
     processes: object, registry: RegistryInstance, tmp_path: Path
 ) -> None:
-    from sidecar.lab.processes import ProcessGroup
+    from lokal_lab.processes import ProcessGroup
 
     assert isinstance(processes, ProcessGroup)
     containerd = ContainerdInstance(tmp_path / "discarding", discard_unpacked_layers=True)

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from sidecar.lab.network import Lab, lab_unavailable_reason
-from sidecar.lab.processes import wait_for
+from lokal_lab.network import Lab, lab_unavailable_reason
+from lokal_lab.processes import wait_for
 
 ECHO = Path(__file__).with_name("echo.py")
 _REASON = lab_unavailable_reason()

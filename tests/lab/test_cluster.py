@@ -16,10 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
-
-from sidecar.cli import demo
-from sidecar.cli.demo import BlobSpec, LayerRow, NodeRow, UpstreamFetch
-from sidecar.lab.cluster import (
+from lokal_lab import demo
+from lokal_lab.cluster import (
     LabCluster,
     UpstreamGet,
     is_local_client,
@@ -28,9 +26,11 @@ from sidecar.lab.cluster import (
     parse_registry_log,
     short_digest,
 )
-from sidecar.lab.images import Blob, BuiltImage, build_image
-from sidecar.lab.processes import wait_for
-from sidecar.lab.topology import LabTopology, NodeSpec, example_topology
+from lokal_lab.demo import BlobSpec, LayerRow, NodeRow, UpstreamFetch
+from lokal_lab.images import Blob, BuiltImage, build_image
+from lokal_lab.processes import wait_for
+from lokal_lab.topology import LabTopology, NodeSpec, example_topology
+
 from sidecar.routing.placement import home_nodes
 from tests.conftest import REAL_PARTS_MISSING
 from tests.lab.conftest import netns_names, require_lab

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from sidecar.lab.network import Lab
-from sidecar.lab.topology import LabTopology, NodeSpec
+from lokal_lab.network import Lab
+from lokal_lab.topology import LabTopology, NodeSpec
 
 from .conftest import echo_send, require_lab, start_echo_server
 

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from sidecar.lab.delay_proxy import DelayLine, parse_endpoint
-from sidecar.lab.processes import ProcessGroup, wait_for
+from lokal_lab.delay_proxy import DelayLine, parse_endpoint
+from lokal_lab.processes import ProcessGroup, wait_for
 
 # ---- the pure delay line -----------------------------------------------------------------------------------
 
@@ -61,7 +60,7 @@ def test_bad_arguments_exit_with_a_clear_message() -> None:
         [
             sys.executable,
             "-m",
-            "sidecar.lab.delay_proxy",
+            "lokal_lab.delay_proxy",
             "--listen",
             "127.0.0.1:0",
             "--target",
@@ -131,7 +130,7 @@ def start_proxy(
         [
             sys.executable,
             "-m",
-            "sidecar.lab.delay_proxy",
+            "lokal_lab.delay_proxy",
             "--listen",
             "127.0.0.1:0",
             "--target",

@@ -8,11 +8,10 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-
-from sidecar.lab import blackhole
-from sidecar.lab.netplan import LAB_RANGE
-from sidecar.lab.network import Lab
-from sidecar.lab.topology import example_topology
+from lokal_lab import blackhole
+from lokal_lab.netplan import LAB_RANGE
+from lokal_lab.network import Lab
+from lokal_lab.topology import example_topology
 
 from .conftest import echo_send, netns_names, require_lab, start_echo_server
 

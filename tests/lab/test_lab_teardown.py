@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from sidecar.lab import blackhole
-from sidecar.lab.network import Lab
-from sidecar.lab.topology import LabTopology, NodeSpec, example_topology
+from lokal_lab import blackhole
+from lokal_lab.network import Lab
+from lokal_lab.topology import LabTopology, NodeSpec, example_topology
 
 from .conftest import netns_names, require_lab, start_echo_server
 

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lokal_lab.cluster import LabCluster
+from lokal_lab.images import BuiltImage, build_image
+from lokal_lab.topology import LabTopology, NodeSpec
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.lab.cluster import LabCluster
-from sidecar.lab.images import BuiltImage, build_image
-from sidecar.lab.topology import LabTopology, NodeSpec
 from tests.lab.test_cluster import require_cluster
 
 pytestmark = pytest.mark.lab

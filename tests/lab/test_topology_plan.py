@@ -5,8 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-
-from sidecar.lab.netplan import (
+from lokal_lab.netplan import (
     LAB_RANGE,
     LinkKind,
     StartDelayLink,
@@ -16,7 +15,7 @@ from sidecar.lab.netplan import (
     setup_commands,
     tbf_burst,
 )
-from sidecar.lab.topology import LabTopology, NodeSpec, TopologyError, example_topology
+from lokal_lab.topology import LabTopology, NodeSpec, TopologyError, example_topology
 
 
 def three_regions() -> LabTopology:

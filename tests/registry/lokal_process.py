@@ -6,8 +6,8 @@ import http.client
 import sys
 from pathlib import Path
 
-from sidecar.lab.processes import ProcessGroup, wait_for
-from sidecar.lab.registry import free_port
+from lokal_lab.processes import ProcessGroup, wait_for
+from lokal_lab.registry import free_port
 
 
 class LokalProcess:

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from lokal_lab.containerd import ContainerdInstance
+from lokal_lab.cri import CriClient
+from lokal_lab.images import build_image, push_image
+from lokal_lab.processes import ProcessGroup
+from lokal_lab.registry import RegistryInstance
 
 from sidecar.containerd.cri_config import check_cri_config
-from sidecar.lab.containerd import ContainerdInstance
-from sidecar.lab.cri import CriClient
-from sidecar.lab.images import build_image, push_image
-from sidecar.lab.processes import ProcessGroup
-from sidecar.lab.registry import RegistryInstance
 from tests.conftest import needs_real_parts
 from tests.registry.lokal_process import LokalProcess
 

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from lokal_lab.cluster import LabCluster
+from lokal_lab.images import BuiltImage, build_image
+from lokal_lab.topology import LabTopology, NodeSpec
 
-from sidecar.lab.cluster import LabCluster
-from sidecar.lab.images import BuiltImage, build_image
-from sidecar.lab.topology import LabTopology, NodeSpec
 from tests.conftest import REAL_PARTS_MISSING
 from tests.lab.conftest import netns_names, require_lab
 from tests.reliability.labtools import write_token_file

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar.lab.cluster import LOKAL_PORT, LabCluster, is_local_client, short_digest
-from sidecar.lab.fake_apiserver import make_node
-from sidecar.lab.images import BuiltImage
-from sidecar.lab.topology import APISERVER
+from lokal_lab.cluster import LOKAL_PORT, LabCluster, is_local_client, short_digest
+from lokal_lab.fake_apiserver import make_node
+from lokal_lab.images import BuiltImage
+from lokal_lab.topology import APISERVER
+
 from sidecar.routing.placement import home_nodes
 from sidecar.security import TOKEN_HEADER
 

@@ -26,9 +26,10 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
-from sidecar.lab.cluster import LOKAL_PORT, LabCluster
-from sidecar.lab.images import BuiltImage, build_image
-from sidecar.lab.topology import LabTopology, NodeSpec
+from lokal_lab.cluster import LOKAL_PORT, LabCluster
+from lokal_lab.images import BuiltImage, build_image
+from lokal_lab.topology import LabTopology, NodeSpec
+
 from tests.reliability.labtools import (
     blob_path,
     extra_node,

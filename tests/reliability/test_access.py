@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from lokal_lab.cluster import LabCluster
+from lokal_lab.images import BuiltImage
 
-from sidecar.lab.cluster import LabCluster
-from sidecar.lab.images import BuiltImage
 from sidecar.routing.placement import home_nodes
 from tests.reliability.conftest import REGION_A, MakeImage
 from tests.reliability.labtools import (

@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from lokal_lab.cluster import LabCluster, PullResult
+from lokal_lab.images import BuiltImage
 
-from sidecar.lab.cluster import LabCluster, PullResult
-from sidecar.lab.images import BuiltImage
 from sidecar.routing.placement import home_nodes
 from tests.reliability.conftest import REGION_A, MakeImage
 from tests.reliability.labtools import (

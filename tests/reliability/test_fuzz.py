@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from lokal_lab.cluster import LabCluster
+from lokal_lab.images import BuiltImage
 
-from sidecar.lab.cluster import LabCluster
-from sidecar.lab.images import BuiltImage
 from sidecar.routing.placement import home_nodes
 from tests.reliability.conftest import REGION_A, MakeImage
 from tests.reliability.labtools import (

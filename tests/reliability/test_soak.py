@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lokal_lab.cluster import LabCluster
 
-from sidecar.lab.cluster import LabCluster
 from tests.reliability.conftest import require_cluster
 from tests.reliability.soak import (
     LOAD_NODES,

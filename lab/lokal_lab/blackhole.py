@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from sidecar.lab.netplan import LAB_RANGE
+from lokal_lab.netplan import LAB_RANGE
 from sidecar.logs import get_logger, log_event
 
 STATE_DIR = Path("/run/lokal-lab")

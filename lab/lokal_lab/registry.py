@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidecar.lab.processes import ProcessGroup, wait_for
+from lokal_lab.processes import ProcessGroup, wait_for
 
 
 @dataclass

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from enum import Enum
 from itertools import combinations
 
-from sidecar.lab.topology import APISERVER, UPSTREAM, LabTopology
+from lokal_lab.topology import APISERVER, UPSTREAM, LabTopology
 
 LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 SERVICES_NET = ipaddress.IPv4Network("198.18.0.0/24")

@@ -41,14 +41,14 @@ from subprocess import Popen
 from types import TracebackType
 from typing import Any
 
-from sidecar.lab.containerd import ContainerdInstance
-from sidecar.lab.cri import CriClient
-from sidecar.lab.fake_apiserver import make_node, write_kubeconfig
-from sidecar.lab.images import BuiltImage, push_image
-from sidecar.lab.network import Lab, LabError
-from sidecar.lab.processes import wait_for
-from sidecar.lab.registry import RegistryInstance
-from sidecar.lab.topology import APISERVER, UPSTREAM, LabTopology
+from lokal_lab.containerd import ContainerdInstance
+from lokal_lab.cri import CriClient
+from lokal_lab.fake_apiserver import make_node, write_kubeconfig
+from lokal_lab.images import BuiltImage, push_image
+from lokal_lab.network import Lab, LabError
+from lokal_lab.processes import wait_for
+from lokal_lab.registry import RegistryInstance
+from lokal_lab.topology import APISERVER, UPSTREAM, LabTopology
 from sidecar.logs import get_logger, log_event
 
 _log = get_logger("lab")
@@ -353,7 +353,7 @@ class LabCluster:
             directory / "kubeconfig", f"http://{self.lab.apiserver_endpoint}", name="lokal-lab"
         )
         log_path = directory / "apiserver.log"
-        argv = [self.lokal_python, "-m", "sidecar.lab.fake_apiserver"]
+        argv = [self.lokal_python, "-m", "lokal_lab.fake_apiserver"]
         argv += ["--listen", self.lab.apiserver_endpoint, "--nodes", str(nodes_file)]
         argv += ["--bookmark-interval", "5"]
         proc = self.lab.start(APISERVER, "fake-apiserver", argv, log_path=log_path, env=self._env())

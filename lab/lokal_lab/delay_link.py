@@ -1,6 +1,6 @@
 """A delayed point-to-point link between two namespaces: a TUN device in each, packets carried in user space.
 
-    ip netns exec NS_A python -m sidecar.lab.delay_link --dev-a ir-1 --netns-b NS_B --dev-b ir-0 \
+    ip netns exec NS_A python -m lokal_lab.delay_link --dev-a ir-1 --netns-b NS_B --dev-b ir-0 \
         --delay-ms 25 --ready-file F
 
 This kernel has no netem, and a TCP proxy cannot sit transparently between two lokal peers (the peer's
@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sidecar.lab.delay_proxy import DelayLine
+from lokal_lab.delay_proxy import DelayLine
 
 _TUNSETIFF = 0x400454CA
 _IFF_TUN = 0x0001
@@ -90,7 +90,7 @@ def carry(fd_a: int, fd_b: int, delay: float, buffer_bytes: int, stop: list[bool
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sidecar.lab.delay_link", description=__doc__.split("\n")[0]
+        prog="python -m lokal_lab.delay_link", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--dev-a", required=True, help="TUN name in this (the current) namespace")
     parser.add_argument("--netns-b", required=True, help="named network namespace of the other end")

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidecar.lab.processes import ProcessGroup, wait_for
+from lokal_lab.processes import ProcessGroup, wait_for
 
 CONTENT_SUBDIR = "io.containerd.content.v1.content"
 _NOISY_PLUGINS = [

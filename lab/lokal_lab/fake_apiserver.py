@@ -22,7 +22,7 @@ Rules:
 
 As a process (the lab runs it inside a network namespace):
 
-    python -m sidecar.lab.fake_apiserver --listen 127.0.0.1:6443 --nodes nodes.json \
+    python -m lokal_lab.fake_apiserver --listen 127.0.0.1:6443 --nodes nodes.json \
         [--token TOKEN] [--kubeconfig-out kubeconfig.json] [--bookmark-interval 60]
 
 `nodes.json` holds a list of Node objects or a NodeList. It prints one JSON line with its URL when ready.
@@ -871,7 +871,7 @@ def _parse_listen(text: str) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sidecar.lab.fake_apiserver", description=__doc__.split("\n")[0]
+        prog="python -m lokal_lab.fake_apiserver", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--listen", type=_parse_listen, default=("127.0.0.1", 0), help="HOST:PORT (port 0: any)"

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from sidecar.lab import blackhole
-from sidecar.lab.netplan import Link, LinkKind, NetworkPlan, StartDelayLink, plan_network, setup_commands
-from sidecar.lab.processes import ProcessGroup, wait_for
-from sidecar.lab.topology import APISERVER, UPSTREAM, LabTopology
+from lokal_lab import blackhole
+from lokal_lab.netplan import Link, LinkKind, NetworkPlan, StartDelayLink, plan_network, setup_commands
+from lokal_lab.processes import ProcessGroup, wait_for
+from lokal_lab.topology import APISERVER, UPSTREAM, LabTopology
 from sidecar.logs import get_logger, log_event
 
 _log = get_logger("lab")
@@ -184,7 +184,7 @@ class Lab:
         """A delay proxy inside `host`'s namespace; returns once it listens."""
         ready = self.work_dir / f"{host}-{name}.ready"
         ready.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "sidecar.lab.delay_proxy", "--listen", listen, "--target", target]
+        argv = [sys.executable, "-m", "lokal_lab.delay_proxy", "--listen", listen, "--target", target]
         argv += ["--delay-ms", str(delay_ms), "--ready-file", str(ready)]
         proc = self.start(host, name, argv, env=self._python_env())
         self._wait_ready(proc, ready, name, host, timeout)
@@ -195,7 +195,7 @@ class Lab:
         host_a = next(ns.host for ns in self.plan.namespaces if ns.name == link.a.netns)
         name = f"delay-link-{link.name}"
         ready = self.work_dir / f"{name}.ready"
-        argv = [sys.executable, "-m", "sidecar.lab.delay_link", "--dev-a", link.a.ifname]
+        argv = [sys.executable, "-m", "lokal_lab.delay_link", "--dev-a", link.a.ifname]
         argv += ["--netns-b", link.b.netns, "--dev-b", link.b.ifname, "--delay-ms", str(link.delay_ms)]
         argv += ["--ready-file", str(ready)]
         proc = self.start(host_a, name, argv, env=self._python_env())

@@ -1,6 +1,6 @@
 """A user-space TCP proxy that adds a one-way delay per direction: the lab's stand-in for netem.
 
-    python -m sidecar.lab.delay_proxy --listen 198.18.0.2:5000 --target 127.0.0.1:5001 --delay-ms 20
+    python -m lokal_lab.delay_proxy --listen 198.18.0.2:5000 --target 127.0.0.1:5001 --delay-ms 20
 
 Rules:
 - It models a link, not a slow server: every chunk read is released `delay` after it arrived, while later
@@ -236,7 +236,7 @@ async def serve(proxy: DelayProxy, ready_file: Path | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sidecar.lab.delay_proxy", description=__doc__.split("\n")[0]
+        prog="python -m lokal_lab.delay_proxy", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--listen", required=True, help="ADDR:PORT to accept on")
     parser.add_argument("--target", required=True, help="ADDR:PORT to forward to")
