@@ -34,3 +34,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ lab/pyproject.toml 
     .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' -e ./lab
     touch "$stamp"
 fi
+
+# containerd 1.7 and 2.1 beside the system's 1.6, for the lab's version matrix (never over the system's).
+bash scripts/containerd_versions.sh
