@@ -1,8 +1,9 @@
 """Wiring observability into a node: `observe` at build time, `start_observability` once serving.
 
 `observe(node)` makes the node's metrics (own registry), the pull observer and the operator endpoint,
-and hooks them into `node.handler` (`pull_observer`, `operator_handler`). `start_observability` logs the
-configuration warnings and, with `--metrics-listen`, serves `/metrics` on that address too.
+and hooks them into `node.handler` (`pull_observer`, `operator_handler`) and `node.limits` (`on_hit`).
+`start_observability` logs the configuration warnings and, with `--metrics-listen`, serves `/metrics`
+on that address too.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def observe(node: NodeView) -> Observability:
     metrics.registry.register(NodeStateCollector(lambda: node_state(node)))
     endpoint = OperatorEndpoint(node, metrics, pulls.tally)
     node.handler.pull_observer = pulls
+    node.limits.on_hit = metrics.limit_hit
     node.handler.operator_handler = endpoint
     return Observability(metrics, pulls, endpoint)
 

@@ -9,6 +9,7 @@ from sidecar.cluster.model import Membership
 from sidecar.containerd import Store
 from sidecar.registry import RegistryHandler
 from sidecar.registry.peerstats import PeerBook
+from sidecar.security import LimitReporter
 from sidecar.topology.policy import TopologyPolicy
 
 
@@ -33,5 +34,8 @@ class NodeView(Protocol):
 
     @property
     def config_warnings(self) -> list[str]: ...
+
+    @property
+    def limits(self) -> LimitReporter: ...
 
     def current_membership(self) -> Membership | None: ...

@@ -75,6 +75,10 @@ class Metrics:
             "lokal_misses", "Requests answered 404 (containerd goes upstream), by registry and reason",
             ["ns", "kind", "reason"], registry=registry,
         )
+        self.limit_hits = Counter(
+            "lokal_limit_hits", "Times a bound said no (relays, relays_per_peer, peer_uploads), by limit",
+            ["limit"], registry=registry,
+        )
         self.digest_mismatches = Counter(
             "lokal_relay_digest_mismatches", "Relayed content whose digest did not match", registry=registry,
         )
@@ -89,6 +93,10 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def limit_hit(self, limit: str) -> None:
+        """The `LimitReporter.on_hit` hook. Limit names are the fixed gate names."""
+        self.child(self.limit_hits, limit).inc()
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

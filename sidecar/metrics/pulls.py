@@ -70,7 +70,7 @@ def classify(record: PullRecord, asker_tier: str = Tier.SAME_NODE.value) -> Pull
         ttfb=record.ttfb if hit else None,
         transfer=record.elapsed if hit and record.method != "HEAD" else None,
         lookup=lookup,
-        miss=(record.ns, record.kind, miss_reason) if miss_reason else None,
+        miss=(record.ns, record.kind, miss_reason.value) if miss_reason else None,
         digest_mismatch=mismatch,
     )
 

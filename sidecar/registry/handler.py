@@ -21,7 +21,7 @@ from sidecar.http.messages import FileBody, Request, Response, StreamBody
 from sidecar.logs import log_event
 from sidecar.oci import Digest, ErrorCode, error_body
 from sidecar.registry.bodies import on_body_done
-from sidecar.registry.pulls import PullObserver, PullRecord, log
+from sidecar.registry.pulls import Miss, PullObserver, PullRecord, log
 from sidecar.registry.ranges import ByteRange, Unsatisfiable, parse_range
 from sidecar.registry.routes import (
     BlobRequest,
@@ -56,7 +56,7 @@ class Relay:
     async def fetch(
         self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
     ) -> Response | None:
-        record.reason = "no peer discovery (--discovery none)"
+        record.missed(Miss.NO_DISCOVERY, "no peer discovery (--discovery none)")
         return None
 
 
@@ -130,13 +130,14 @@ class RegistryHandler:
         gate = self.uploads if local_only and request.method == "GET" else None
         if gate is not None and not gate.try_enter(client=request.client[0]):
             # A fast refusal: the asking peer tries its next provider at once.
-            record.reason, record.status = "upload limit reached", 503
+            record.missed(Miss.UPLOAD_LIMIT, "upload limit reached")
+            record.status = 503
             record.finish()
             return oci_error(503, ErrorCode.UNSUPPORTED, "this node is serving its maximum of peers")
         try:
             response = await self._serve(request, plan, record, local_only)
         except StoreUnavailable as exc:
-            record.reason = f"containerd unavailable: {exc}"
+            record.missed(Miss.CONTAINERD, f"containerd unavailable: {exc}")
             response = None
         except BaseException:
             if gate is not None:
@@ -163,7 +164,7 @@ class RegistryHandler:
             if not isinstance(digest, Digest):
                 resolved = await self.store.resolve_tag(plan.registry, plan.repository, digest.value)
                 if resolved is None:
-                    record.reason = "tag not held locally"
+                    record.missed(Miss.NOT_FOUND, "tag not held locally")
                     return None  # tags resolve only locally: a peer's tag may be stale
                 digest = resolved
             manifest = await self.store.read_manifest(digest)
@@ -185,7 +186,7 @@ class RegistryHandler:
             byte_range = parse_range(request.header("range"), blob.size)
         except Unsatisfiable:
             blob.close()
-            record.reason = "range not satisfiable"
+            record.missed(Miss.RANGE, "range not satisfiable")
             return Response(416, [("Content-Range", f"bytes */{blob.size}"), ("Content-Type", JSON)],
                             error_body(ErrorCode.RANGE_INVALID, "range not satisfiable"))
         record.result, record.tier, record.source = "local", "same_node", blob.source

@@ -20,8 +20,10 @@ class PeerBook:
     _in_flight: dict[str, int] = field(default_factory=dict)
     _failed_at: dict[str, float] = field(default_factory=dict)
     _bad_until: dict[str, float] = field(default_factory=dict)
+    _suspect_until: dict[str, float] = field(default_factory=dict)
     _headers_s: float | None = None
     marked_bad: int = 0
+    marked_suspect: int = 0
 
     def snapshot(self) -> Mapping[str, PeerStats]:
         names = set(self._throughput) | set(self._in_flight) | set(self._failed_at)
@@ -55,6 +57,18 @@ class PeerBook:
         if bad:
             self.marked_bad += 1
             self._bad_until[name] = now + BAD_PEER_QUARANTINE_S
+
+    def suspect(self, name: str) -> None:
+        """`name` sent part of a body that failed its digest, and so did another peer: nobody is shown to
+        be the liar, so none is quarantined. It ranks as recently failed; a suspect that then sends a
+        whole body failing its digest is quarantined like anyone else."""
+        self.failed(name)
+        self.marked_suspect += 1
+        self._suspect_until[name] = self.clock() + BAD_PEER_QUARANTINE_S
+
+    def suspects(self) -> frozenset[str]:
+        now = self.clock()
+        return frozenset(name for name, until in self._suspect_until.items() if until > now)
 
     def quarantined(self) -> frozenset[str]:
         """The peers that recently sent bytes failing their digest."""

@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from sidecar.cluster.model import Membership, Peer
+from sidecar.registry.pulls import Miss
 from sidecar.topology.policy import PeerStats, RankedProvider, TopologyPolicy, eligibility, rank_providers
 
 MAX_PROVIDERS_TRIED = 4
@@ -22,6 +23,7 @@ class ProviderChoice:
     strangers: tuple[str, ...]  # holders that are not (or no longer) members
     reason: str  # why nobody can be asked; "" when someone can
     busy: int = 0  # holders skipped because they already serve the per-peer maximum to this node
+    miss: Miss | None = None  # the category of `reason`; None when someone can be asked
 
     @property
     def to_try(self) -> tuple[RankedProvider, ...]:
@@ -44,7 +46,7 @@ def choose_providers(
     strangers = tuple(n for n in holders if n not in membership.peers)
     if not candidates:
         why = "only nodes outside the membership hold it" if strangers else f"no peer in {scope} holds it"
-        return ProviderChoice((), (), strangers, why)
+        return ProviderChoice((), (), strangers, why, miss=Miss.NOT_FOUND)
     refused: list[tuple[Peer, str]] = [
         (peer, "quarantined: recently sent bytes that failed their digest")
         for peer in candidates
@@ -65,15 +67,23 @@ def choose_providers(
         refused += [(p.peer, f"already serves {per_peer_cap} relays to this node") for p in ranked
                     if p not in free]
         ranked = free
-    reason = "" if ranked else _none_reason(refused, trusted, busy, per_peer_cap)
-    return ProviderChoice(tuple(ranked), tuple(refused), strangers, reason, busy)
+    if ranked:
+        return ProviderChoice(tuple(ranked), tuple(refused), strangers, "", busy)
+    shunned = [p for p in candidates if p.name in quarantined and eligibility(me, p, policy).allowed]
+    miss, reason = _none_reason(refused, shunned, busy, per_peer_cap)
+    return ProviderChoice((), tuple(refused), strangers, reason, busy, miss)
 
 
 def _none_reason(
-    refused: list[tuple[Peer, str]], trusted: list[Peer], busy: int, per_peer_cap: int | None
-) -> str:
-    if not trusted:
-        return "every holder recently sent corrupt data (quarantined)"
-    if busy and busy == len(trusted):
-        return f"every holder already serves {per_peer_cap} relays to this node"
-    return "forbidden by policy: " + "; ".join(sorted({why for _, why in refused}))
+    refused: list[tuple[Peer, str]],
+    shunned: list[Peer],
+    busy: int,
+    per_peer_cap: int | None,
+) -> tuple[Miss, str]:
+    """Why no holder can be asked. A limit (cap, quarantine) outranks the policy: without the limit, a
+    holder the policy allows would have been asked. `shunned`: quarantined holders the policy allows."""
+    if busy:
+        return Miss.PER_PEER_CAP, f"every allowed holder already serves {per_peer_cap} relays to this node"
+    if shunned:
+        return Miss.QUARANTINED, "every allowed holder recently sent corrupt data (quarantined)"
+    return Miss.FORBIDDEN, "forbidden by policy: " + "; ".join(sorted({why for _, why in refused}))

@@ -3,7 +3,7 @@
 An operator reading `kubectl logs` sees, per request: what (kind, repo, ns, digest), who asked (containerd
 on this node, or a peer), the outcome (result, tier, provider node, zone and region), how much and how
 fast (bytes, ms, MB/s, time to first byte), how many providers were asked, and on a miss the reason in
-words (`reason`) and as a bounded category (`miss`).
+words (`reason`) and as a bounded category (`miss`, a `Miss` set where the miss is decided).
 
 Rules:
 - `finish` runs exactly once per request, when the outcome is final (the body sent, cut off, or none).
@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from sidecar.cluster.model import Peer
@@ -30,36 +31,30 @@ log = get_logger("registry")
 
 PullObserver = Callable[["PullRecord"], None]
 
-# Miss categories, the `miss` log field and the `reason` label of lokal_misses_total. Bounded on purpose.
-MISS_NOT_FOUND = "not_found"
-MISS_FORBIDDEN = "forbidden_by_policy"
-MISS_PROVIDERS_FAILED = "providers_failed"
-MISS_NO_MEMBERSHIP = "no_membership"
-MISS_NO_DISCOVERY = "no_discovery"
-MISS_CONTAINERD = "containerd_unavailable"
-MISS_RANGE = "range_not_satisfiable"
-MISS_CATEGORIES = (MISS_NOT_FOUND, MISS_FORBIDDEN, MISS_PROVIDERS_FAILED, MISS_NO_MEMBERSHIP,
-                   MISS_NO_DISCOVERY, MISS_CONTAINERD, MISS_RANGE)
+class Miss(StrEnum):
+    """Why a request was answered without content: the `miss` log field and the `reason` label of
+    lokal_misses_total. Bounded on purpose; set by whoever decides the miss, never parsed from text."""
 
-# The reason texts the handler and the relay write, by their opening words, mapped to a category.
-_MISS_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("forbidden by policy", MISS_FORBIDDEN),
-    ("containerd unavailable", MISS_CONTAINERD),
-    ("membership not known", MISS_NO_MEMBERSHIP),
-    ("no peer discovery", MISS_NO_DISCOVERY),
-    ("range not satisfiable", MISS_RANGE),
-)
-_FAILED_MARKERS = ("providers failed", "bad manifest", "does not match", "no usable length")
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden_by_policy"
+    PROVIDERS_FAILED = "providers_failed"
+    NO_MEMBERSHIP = "no_membership"
+    NO_DISCOVERY = "no_discovery"
+    CONTAINERD = "containerd_unavailable"
+    RANGE = "range_not_satisfiable"
+    # Limits: a holder exists, but a bound of ours (or the provider's) said no this time.
+    RELAY_LIMIT = "relay_limit"  # --max-relays on this node
+    PER_PEER_CAP = "per_peer_cap"  # --max-relays-per-peer: every allowed holder already serves that many
+    QUARANTINED = "quarantined"  # every allowed holder recently sent bytes failing their digest
+    UPLOAD_LIMIT = "upload_limit"  # --max-peer-uploads: the provider (or, for a peer, this node) is full
+
+    @property
+    def is_limit(self) -> bool:
+        return self in LIMIT_MISSES
 
 
-def miss_category(reason: str) -> str:
-    """The bounded category of a miss from its reason text; `not_found` when nothing more is known."""
-    for prefix, category in _MISS_PREFIXES:
-        if reason.startswith(prefix):
-            return category
-    if any(marker in reason for marker in _FAILED_MARKERS):
-        return MISS_PROVIDERS_FAILED
-    return MISS_NOT_FOUND
+LIMIT_MISSES = frozenset({Miss.RELAY_LIMIT, Miss.PER_PEER_CAP, Miss.QUARANTINED, Miss.UPLOAD_LIMIT})
+MISS_CATEGORIES = tuple(m.value for m in Miss)
 
 
 @dataclass
@@ -79,8 +74,10 @@ class PullRecord:
     source: str = ""  # "file" | "grpc" | "relay"
     status: int = 0
     bytes: int = 0
-    reason: str = ""
+    reason: str = ""  # in words, for the log; `why` is the bounded category
+    why: Miss | None = None
     attempts: int = 0
+    providers_busy: int = 0  # providers that answered 503 (their upload limit), among `attempts`
     for_peer: bool = False  # asked by a peer with the local-only header, not by containerd
     lookup_s: float | None = None  # how long the index lookup took, when there was one
     lookup_hit: bool | None = None  # whether the lookup named any provider (before the policy's say)
@@ -98,6 +95,10 @@ class PullRecord:
         self.provider, self.tier = peer.name, tier.value
         self.provider_zone, self.provider_region = peer.zone, peer.region
 
+    def missed(self, why: Miss, reason: str) -> None:
+        """No content, for this category and this reason in words (the last call wins)."""
+        self.why, self.reason = why, reason
+
     def looked_up(self, seconds: float, providers: int) -> None:
         self.lookup_s = seconds
         self.lookup_hit = providers > 0
@@ -110,8 +111,10 @@ class PullRecord:
     # -- the end ----------------------------------------------------------------------------------
 
     @property
-    def miss(self) -> str | None:
-        return miss_category(self.reason) if self.result == "miss" else None
+    def miss(self) -> Miss | None:
+        if self.result != "miss":
+            return None
+        return self.why or Miss.NOT_FOUND
 
     @property
     def ttfb(self) -> float | None:
@@ -165,7 +168,7 @@ class PullRecord:
             "mbps": round(self.bytes / elapsed / 1e6, 1) if self.bytes and elapsed > 0 else None,
             "attempts": self.attempts,
             "lookup_ms": None if self.lookup_s is None else round(self.lookup_s * 1000, 2),
-            "miss": self.miss,
+            "miss": None if self.miss is None else self.miss.value,
             "reason": self.reason or None,
             "client": self.client,
         }

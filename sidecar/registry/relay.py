@@ -8,10 +8,12 @@ Rules:
   next provider is asked too, and the first to answer wins.
 - A body that breaks off resumes from the next provider with `Range: bytes=N-`.
 - A whole blob is hashed while it streams. The last chunk is held back until the digest matches, so a
-  wrong body is never complete. On a mismatch the connection is cut, the peer is marked bad, and
-  containerd's ingest of that digest is aborted: it already holds the bad prefix, and containerd would
-  otherwise resume on top of it and never commit. Its next attempt starts clean, without the bad peer.
-- No provider, or none the policy allows: None at once, and the registry answers 404.
+  wrong body is never complete. On a mismatch the connection is cut and containerd's ingest of that
+  digest is aborted: it already holds the bad prefix, and containerd would otherwise resume on top of it
+  and never commit. Only a provider that sent the whole body is shown to have lied, so only it is
+  quarantined; when a resume mixed several providers' bytes, each of them is marked suspect instead.
+- No provider, or none the policy allows: None at once, and the registry answers 404. Every miss is
+  recorded with its `Miss` category where it is decided; a bound saying no is a limit, not "not found".
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from sidecar.registry.bodies import on_body_done
 from sidecar.registry.handler import LOCAL_ONLY_HEADER, Relay
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.providers import choose_providers
-from sidecar.registry.pulls import PullRecord
+from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.routes import BlobRequest, ManifestRequest
 from sidecar.routing.router import Router
 from sidecar.security import Gate
@@ -73,7 +75,7 @@ class PeerRelay(Relay):
         self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
     ) -> Response | None:
         if not self.relays.try_enter():
-            record.reason = f"relay limit reached ({self.relays.capacity} at once)"
+            record.missed(Miss.RELAY_LIMIT, f"relay limit reached ({self.relays.capacity} at once)")
             return None
         try:
             response = await self._fetch(plan, digest, byte_range, record)
@@ -95,7 +97,10 @@ class PeerRelay(Relay):
         target = f"{path}?ns={plan.registry}"
         opened = await self._open(ranked, target, byte_range, record)
         if opened is None:
-            record.reason = f"all {record.attempts} providers failed"
+            if record.attempts and record.providers_busy == record.attempts:
+                record.missed(Miss.UPLOAD_LIMIT, f"all {record.attempts} providers are serving their maximum")
+            else:
+                record.missed(Miss.PROVIDERS_FAILED, f"all {record.attempts} providers failed")
             return None
         provider, response = opened
         record.result, record.source = "peer", "relay"
@@ -110,7 +115,7 @@ class PeerRelay(Relay):
         membership = self.membership()
         me = membership.me if membership else None
         if membership is None or me is None:
-            record.reason = "membership not known yet"
+            record.missed(Miss.NO_MEMBERSHIP, "membership not known yet")
             return []
         other_regions: Sequence[str] = ()
         if self.policy.mode is TopologyMode.PREFER and self.policy.cross_region is CrossRegion.ALWAYS:
@@ -131,7 +136,8 @@ class PeerRelay(Relay):
         )
         if choice.busy and self.relays.reporter is not None:
             self.relays.reporter.hit("relays_per_peer", capacity=self.max_per_peer, peers=choice.busy)
-        record.reason = choice.reason
+        if choice.miss is not None:
+            record.missed(choice.miss, choice.reason)
         return list(choice.to_try)
 
     async def _open(
@@ -149,7 +155,7 @@ class PeerRelay(Relay):
                 if queue:
                     provider = queue.pop(0)
                     record.attempts += 1
-                    tg.start_soon(self._attempt, provider, target, byte_range, send.clone())
+                    tg.start_soon(self._attempt, provider, target, byte_range, record, send.clone())
                     pending += 1
                 wait = self.book.hedge_delay() if queue else math.inf
                 with anyio.move_on_after(wait):
@@ -173,6 +179,7 @@ class PeerRelay(Relay):
         provider: RankedProvider,
         target: str,
         byte_range: str | None,
+        record: PullRecord,
         send: MemoryObjectSendStream[tuple[RankedProvider, StreamedResponse | None]],
     ) -> None:
         peer = provider.peer
@@ -193,6 +200,8 @@ class PeerRelay(Relay):
             else:
                 self.book.headers_after(time.monotonic() - started)
                 if response.status not in (200, 206):
+                    if response.status == 503:  # the provider's upload limit: a fast, honest no
+                        record.providers_busy += 1
                     await response.aclose()
                     response = None  # a stale index entry (404) is not the peer's fault
             send.send_nowait((provider, response))
@@ -207,7 +216,7 @@ class PeerRelay(Relay):
             media_type, _ = load_manifest(data)
         except (PeerHttpError, NotAManifest) as exc:
             self.book.failed(provider.peer.name)
-            record.reason = f"bad manifest from {provider.peer.name}: {exc}"
+            record.missed(Miss.PROVIDERS_FAILED, f"bad manifest from {provider.peer.name}: {exc}")
             return None
         hasher = digest.hasher()
         hasher.update(data)
@@ -216,7 +225,8 @@ class PeerRelay(Relay):
             record.extra["digest_mismatch"] = True
             log_event(log, "peer_marked_bad", level=30, peer=provider.peer.name, digest=digest.short,
                       reason="manifest digest mismatch")
-            record.reason = f"{provider.peer.name} sent a manifest that does not match its digest"
+            record.missed(Miss.PROVIDERS_FAILED,
+                          f"{provider.peer.name} sent a manifest that does not match its digest")
             return None
         record.bytes = len(data)
         headers = [("Content-Type", media_type), ("Docker-Content-Digest", str(digest)),
@@ -234,7 +244,7 @@ class PeerRelay(Relay):
     ) -> Response | None:
         size, start, length, content_range = _extent(response)
         if size is None or length is None:
-            record.reason = f"{provider.peer.name} sent no usable length"
+            record.missed(Miss.PROVIDERS_FAILED, f"{provider.peer.name} sent no usable length")
             return None
         headers = [
             ("Content-Type", "application/octet-stream"),
@@ -291,6 +301,7 @@ class _RelayBody:
         received = 0
         held = b""
         tried = {self.provider.peer.name}
+        sent_by: dict[str, int] = {}  # provider -> bytes of this body it sent
         book = self.relay.book
         while True:
             name = self.provider.peer.name
@@ -301,6 +312,7 @@ class _RelayBody:
                     if received + len(chunk) > self.length:
                         raise RelayFailed(f"{name} sent more than {self.length} bytes")
                     received += len(chunk)
+                    sent_by[name] = sent_by.get(name, 0) + len(chunk)
                     if hasher is not None:
                         hasher.update(chunk)
                     if held:
@@ -319,18 +331,29 @@ class _RelayBody:
             finally:
                 book.ended(name)
         if hasher is not None and hasher.hexdigest() != self.digest.hex:
-            book.failed(self.provider.peer.name, bad=True)
             self.record.extra["digest_mismatch"] = True
-            log_event(log, "peer_marked_bad", level=30, peer=self.provider.peer.name,
-                      digest=self.digest.short, reason="blob digest mismatch")
+            self._blame([name for name, count in sent_by.items() if count])
             if self.relay.on_mismatch is not None:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     aborted = await self.relay.on_mismatch(self.digest)
                     log_event(log, "ingest_aborted", level=30, digest=self.digest.short, ingests=aborted,
                               why="containerd would resume on top of the corrupt prefix")
-            raise DigestMismatch(f"{self.digest.short} from {self.provider.peer.name} does not match")
+            raise DigestMismatch(f"{self.digest.short} from {', '.join(sent_by)} does not match")
         if held:
             yield held
+
+    def _blame(self, contributors: list[str]) -> None:
+        """A whole blob failed its digest. Its only sender lied; among several, none is proven to."""
+        book = self.relay.book
+        if len(contributors) == 1:
+            book.failed(contributors[0], bad=True)
+            log_event(log, "peer_marked_bad", level=30, peer=contributors[0], digest=self.digest.short,
+                      reason="blob digest mismatch")
+            return
+        for name in contributors:
+            book.suspect(name)
+        log_event(log, "peers_suspected", level=30, peers=contributors, digest=self.digest.short,
+                  reason="blob digest mismatch across a resume: the liar is not known")
 
     async def _resume(self, tried: set[str], offset: int) -> bool:
         for candidate in self.ranked:

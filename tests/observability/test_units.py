@@ -8,6 +8,7 @@ import argparse
 import anyio
 import pytest
 
+from sidecar.cluster.model import Membership, Peer
 from sidecar.containerd import MemoryStore
 from sidecar.debug import parse_target, start_observability
 from sidecar.debug.warnings import settings_warnings
@@ -16,10 +17,13 @@ from sidecar.http.client import PeerClient
 from sidecar.http.messages import Request
 from sidecar.metrics.definitions import NsLabels
 from sidecar.metrics.pulls import classify
-from sidecar.registry.pulls import PullRecord, miss_category
+from sidecar.registry.providers import choose_providers
+from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.routes import OperatorCall
 from sidecar.serve import build_node
 from sidecar.settings import resolve
+from sidecar.topology.modes import CrossRegion, TopologyMode
+from sidecar.topology.policy import PeerStats, TopologyPolicy
 
 
 def record(**fields: object) -> PullRecord:
@@ -29,20 +33,30 @@ def record(**fields: object) -> PullRecord:
     return base
 
 
+ME = Peer("a", "10.0.0.1", "r1", "z1", True, True)
+SAME_ZONE = Peer("b", "10.0.0.2", "r1", "z1")
+OTHER_REGION = Peer("d", "10.0.0.4", "r2", "z3")
+NEVER = TopologyPolicy(TopologyMode.PREFER, CrossRegion.NEVER)
+
+
 @pytest.mark.parametrize(
-    ("reason", "category"),
+    ("holders", "quarantined", "busy", "miss"),
     [
-        ("no peer in this region holds it", "not_found"),
-        ("forbidden by policy: cross-region never: region 'r2'", "forbidden_by_policy"),
-        ("all 3 providers failed", "providers_failed"),
-        ("b sent a manifest that does not match its digest", "providers_failed"),
-        ("membership not known yet", "no_membership"),
-        ("no peer discovery (--discovery none)", "no_discovery"),
-        ("containerd unavailable: socket gone", "containerd_unavailable"),
+        ((), (), False, Miss.NOT_FOUND),
+        (("d",), (), False, Miss.FORBIDDEN),
+        (("b",), ("b",), False, Miss.QUARANTINED),
+        (("d",), ("d",), False, Miss.FORBIDDEN),  # quarantine is moot: the policy forbids d anyway
+        (("b", "d"), (), True, Miss.PER_PEER_CAP),  # without the cap, b would have been asked
     ],
 )
-def test_a_miss_reason_maps_to_one_bounded_category(reason: str, category: str) -> None:
-    assert miss_category(reason) == category
+def test_when_no_holder_can_be_asked_the_choice_says_why_by_type(
+    holders: tuple[str, ...], quarantined: tuple[str, ...], busy: bool, miss: Miss
+) -> None:
+    membership = Membership.of("a", [ME, SAME_ZONE, OTHER_REGION])
+    stats = {"b": PeerStats(in_flight=2)} if busy else {}
+    choice = choose_providers(ME, list(holders), membership, stats, NEVER, now=0.0,
+                              quarantined=quarantined, per_peer_cap=2)
+    assert choice.ranked == () and choice.miss is miss and choice.reason
 
 
 def test_a_relay_cut_off_mid_body_counts_the_bytes_sent_as_an_error_at_its_tier() -> None:

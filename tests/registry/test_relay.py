@@ -142,6 +142,24 @@ class DyingStore(MemoryStore):
         return StreamBlob(len(LAYER), read)
 
 
+class LyingThenDyingStore(MemoryStore):
+    """Sends a corrupt first half, then breaks: the resumed rest comes from an honest provider."""
+
+    async def open_blob(self, digest: Digest) -> OpenBlob | None:
+        blob = await super().open_blob(digest)
+        if blob is None:
+            return None
+        blob.close()
+
+        async def read(offset: int, length: int) -> AsyncIterator[bytes]:
+            half = bytearray(LAYER[offset : offset + length // 2])
+            half[0] ^= 0xFF
+            yield bytes(half)
+            raise ConnectionError("provider died")
+
+        return StreamBlob(len(LAYER), read)
+
+
 class SilentStore(MemoryStore):
     """Accepts the request and never answers (a hung provider)."""
 
@@ -157,11 +175,24 @@ async def test_a_lying_peer_is_detected_the_body_is_cut_and_the_retry_completes(
         # The corrupt copy is cut short: the last chunk was held back until the digest check failed.
         assert status == 200 and len(body) < len(LAYER)
         assert nodes["a"].book.marked_bad == 1
+        assert nodes["a"].book.quarantined() == {"b"}  # b sent the whole body: shown to have lied
         # containerd's ingest holds the bad prefix: lokal aborts it so that the next attempt starts clean.
         assert nodes["a"].store.aborted == [LAYER_DIGEST]  # type: ignore[attr-defined]
         # That next attempt asks again; the bad peer now ranks last, so the bytes come from c.
         status, _, again = await get(A.address or "", port)
     assert status == 200 and again == LAYER
+
+
+async def test_a_mismatch_across_a_resume_quarantines_nobody_and_suspects_every_contributor() -> None:
+    # b (same zone, asked first) sends corrupt bytes and dies; c, honest, sends the rest.
+    stores = {"b": await holding(store=LyingThenDyingStore()), "c": await holding()}
+    async with cluster([A, B, C], stores) as (nodes, port):
+        status, _, body = await get(A.address or "", port)
+        assert status == 200 and len(body) < len(LAYER)  # the mixed body is still never completed
+        book = nodes["a"].book
+        assert book.quarantined() == frozenset() and book.marked_bad == 0  # c must not be blamed
+        assert book.suspects() == {"b", "c"} and book.marked_suspect == 2
+        assert nodes["a"].store.aborted == [LAYER_DIGEST]  # type: ignore[attr-defined]
 
 
 async def test_a_provider_dying_mid_layer_is_resumed_from_another() -> None:
