@@ -1,9 +1,11 @@
-"""The kustomize manifests: every overlay renders offline, passes strict schema validation for the
-Kubernetes versions we support, and keeps its security-relevant fields."""
+"""The kustomize manifests: every overlay (and every Component on top of one) renders offline, passes strict
+schema validation for the Kubernetes versions we support, and keeps its security-relevant fields. The
+kubectl commands that docs/operating.md gives are checked against what the manifests render."""
 
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import sys
@@ -281,3 +283,151 @@ def test_every_container_uses_the_same_pinned_image(kustomization: str) -> None:
     assert len(images) == 1
     (image,) = images
     assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")
+
+
+# -- uninstall, optional Components, and the kubectl commands the docs give --------------------------------
+
+OPERATING = REPO / "docs" / "operating.md"
+DISTRIBUTIONS = {
+    "k3s": (
+        "/run/k3s/containerd",
+        "/var/lib/rancher/k3s/agent/containerd/io.containerd.content.v1.content",
+        "/var/lib/rancher/k3s/agent/etc/containerd/certs.d",
+    ),
+    "rke2": (
+        "/run/k3s/containerd",
+        "/var/lib/rancher/rke2/agent/containerd/io.containerd.content.v1.content",
+        "/var/lib/rancher/rke2/agent/etc/containerd/certs.d",
+    ),
+}
+
+
+def rendered_with(kustomization: str, component: str, workdir: Path) -> list[Resource]:
+    """An operator's overlay: one of ours as the resource, plus one of our Components."""
+    assert KUBECTL is not None
+    workdir.mkdir(parents=True, exist_ok=True)
+    relative = os.path.relpath(REPO / "manifests", workdir)
+    (workdir / "kustomization.yaml").write_text(
+        f"resources:\n  - {relative}/{kustomization}\ncomponents:\n  - {relative}/{component}\n"
+    )
+    result = subprocess.run(
+        [KUBECTL, "kustomize", str(workdir)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    (workdir / "rendered.yaml").write_text(result.stdout)
+    validated = subprocess.run(
+        [str(VALIDATE), "--strict", "--kubernetes-version", KUBERNETES_VERSIONS[-1], "--quiet",
+         str(workdir / "rendered.yaml")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def selects(selector: str, labels: dict[str, str]) -> bool:
+    """Equality-based label selector (`a=b,c=d`), as kubectl -l reads it."""
+    pairs = [term.split("=", 1) for term in selector.split(",")]
+    return all(labels.get(key) == value for key, value in pairs)
+
+
+def documented_commands(section: str) -> list[str]:
+    text = OPERATING.read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    block = body.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def flag(command: str, name: str) -> str:
+    words = command.split()
+    return words[words.index(name) + 1].rstrip(")")
+
+
+def test_the_cleanup_pod_starts_on_a_node_without_certs_d() -> None:
+    # hostPath type Directory keeps the pod from starting where the directory is missing, so the
+    # documented `rollout status` would never end on such a node.
+    (daemonset,) = daemonsets("uninstall")
+    (volume,) = pod(daemonset)["volumes"]
+    assert volume["hostPath"] == {"path": CERTS_D, "type": "DirectoryOrCreate"}
+
+
+@pytest.mark.parametrize("install", ["overlays/isolate", "overlays/prefer", "overlays/per-region"])
+def test_the_documented_uninstall_stops_lokal_and_cleans_up_before_anything_deletes_the_namespace(
+    install: str,
+) -> None:
+    commands = documented_commands("Uninstall")
+    # Step 1 deletes only the mirror DaemonSets, by a selector that finds them in every layout.
+    stop = commands[0]
+    assert stop.startswith("kubectl -n lokal-system delete daemonset -l ") and " -k " not in stop
+    selector = flag(stop, "-l")
+    install_sets = daemonsets(install)
+    assert all(selects(selector, ds["metadata"]["labels"]) for ds in install_sets)
+    assert not any(selects(selector, ds["metadata"]["labels"]) for ds in daemonsets("uninstall"))
+    # Step 2 creates the cleanup DaemonSet and waits for it, before any command deletes a Namespace.
+    apply_at = commands.index("kubectl apply -k manifests/uninstall")
+    waits = [i for i, c in enumerate(commands) if "rollout status daemonset/lokal-cleanup" in c]
+    assert waits and waits[0] > apply_at
+    (cleanup,) = daemonsets("uninstall")
+    assert cleanup["metadata"]["name"] == "lokal-cleanup"
+    deletes_namespace = [
+        i for i, c in enumerate(commands)
+        if " delete -k " in c and only(rendered(c.split(" -k ")[1].split()[0].removeprefix("manifests/")),
+                                       "Namespace")
+    ]
+    assert deletes_namespace and min(deletes_namespace) > waits[0]
+    # Step 3 removes what is left, tolerating what is already gone.
+    assert all("--ignore-not-found" in commands[i] for i in deletes_namespace)
+
+
+@pytest.mark.parametrize("install", INSTALLS)
+def test_the_peer_token_component_mounts_the_secret_where_the_setting_points(
+    install: str, tmp_path: Path
+) -> None:
+    resources = rendered_with(install, "peer-token", tmp_path / "overlay")
+    (configmap,) = only(resources, "ConfigMap")
+    token_file = Path(configmap["data"]["LOKAL_PEER_TOKEN_FILE"])
+    for daemonset in only(resources, "DaemonSet"):
+        volumes = {v["name"]: v for v in pod(daemonset)["volumes"]}
+        mounts = {m["mountPath"]: m for m in container(daemonset, "lokal")["volumeMounts"]}
+        mount = mounts[str(token_file.parent)]  # the directory, so that Secret updates reach the file
+        assert mount["readOnly"] is True and "subPath" not in mount
+        assert volumes[mount["name"]]["secret"]["secretName"] == "lokal-peer-token"
+        init_mounts = container(daemonset, "configure", init=True)["volumeMounts"]
+        assert all(m["name"] != mount["name"] for m in init_mounts)
+
+
+@pytest.mark.parametrize("distribution", sorted(DISTRIBUTIONS))
+@pytest.mark.parametrize("kustomization", ["overlays/isolate", "overlays/per-region", "uninstall"])
+def test_distribution_components_point_every_path_at_the_distribution(
+    distribution: str, kustomization: str, tmp_path: Path
+) -> None:
+    socket_dir, content, certs_d = DISTRIBUTIONS[distribution]
+    resources = rendered_with(kustomization, f"distributions/{distribution}", tmp_path / "overlay")
+    for daemonset in only(resources, "DaemonSet"):
+        volumes = {v["name"]: v["hostPath"]["path"] for v in pod(daemonset)["volumes"] if "hostPath" in v}
+        if kustomization == "uninstall":
+            assert volumes == {"certs-d": certs_d}
+            continue
+        assert volumes == {"containerd-run": socket_dir, "content-store": content, "certs-d": certs_d}
+        serve = {m["name"]: m["mountPath"] for m in container(daemonset, "lokal")["volumeMounts"]}
+        init_container = container(daemonset, "configure", init=True)
+        init = {m["name"]: m["mountPath"] for m in init_container["volumeMounts"]}
+        # Same paths as on the host: lokal compares its config path with containerd's, and learns the
+        # content root from containerd.
+        mounted = (serve["containerd-run"], serve["content-store"], init["certs-d"])
+        assert mounted == (socket_dir, content, certs_d)
+    if kustomization != "uninstall":
+        (configmap,) = only(resources, "ConfigMap")
+        assert configmap["data"]["LOKAL_CONTAINERD_SOCKET"] == f"{socket_dir}/containerd.sock"
+        assert configmap["data"]["LOKAL_CONFIG_PATH"] == certs_d
+
+
+@pytest.mark.parametrize("install", INSTALLS)
+def test_the_documented_log_commands_find_the_lokal_pods_in_every_layout(install: str) -> None:
+    section = "Reading the logs when a pull is slow or misses"
+    commands = [c for c in documented_commands(section) if " logs " in c]
+    assert commands
+    for command in commands:
+        assert "daemonset/" not in command, command  # names differ per layout (lokal, lokal-<region>)
+        for daemonset in daemonsets(install):
+            labels = daemonset["spec"]["template"]["metadata"]["labels"]
+            assert selects(flag(command, "-l"), labels), command
