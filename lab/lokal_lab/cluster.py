@@ -292,7 +292,7 @@ class LabCluster:
         run containerd's GC now. Returns how many blobs are still in the store afterwards (0 is the fresh
         state; content held by a lease or an unfinished ingest can remain: the caller decides)."""
         instance = self.containerd(node)
-        ctr = ["ctr", "--address", str(instance.socket), "--namespace", "k8s.io", "images"]
+        ctr = [instance.version.ctr, "--address", str(instance.socket), "--namespace", "k8s.io", "images"]
         names = self.lab.run(node, [*ctr, "ls", "-q"]).stdout.decode().split()
         if names:
             self.lab.run(node, [*ctr, "rm", *names], timeout=60)

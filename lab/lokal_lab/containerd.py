@@ -1,7 +1,11 @@
 """Private containerd instances: one per lab node or test, everything under its own directory.
 
-Debian's containerd 1.6 is used as it is. The config points root, state, the sockets, the opt plugin and
-CNI at the instance's directory, so nothing touches the machine's /var/lib/containerd or /etc.
+Debian's containerd is used as it is: the system's 1.6, or 1.7 / 2.1 from the private prefix
+(lokal_lab.containerd_versions; LOKAL_CONTAINERD picks the default). The config points root, state, the
+sockets, the opt plugin and CNI at the instance's directory, so nothing touches the machine's
+/var/lib/containerd or /etc. 1.x reads config version 2, 2.x version 3 with the CRI settings split into
+the images and runtime plugins. On 2.1, concurrent_layer_fetch_buffer is set (1 MiB unless told), so one
+layer arrives as parallel open-ended ranged requests, as on a tuned 2.1 node.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lokal_lab.containerd_versions import ContainerdVersion, default_version
 from lokal_lab.processes import ProcessGroup, wait_for
 
 CONTENT_SUBDIR = "io.containerd.content.v1.content"
@@ -21,6 +26,9 @@ _NOISY_PLUGINS = [
     "io.containerd.snapshotter.v1.devmapper",
     "io.containerd.tracing.processor.v1.otlp",
 ]
+# 2.x enables NRI by default, on a machine-wide socket (/var/run/nri): private instances must not share it.
+_NOISY_PLUGINS_2X = ["io.containerd.nri.v1.nri"]
+LAYER_FETCH_CHUNK = 1 << 20
 
 
 @dataclass
@@ -30,6 +38,8 @@ class ContainerdInstance:
     config_path_enabled: bool = True  # whether CRI reads certs.d (lokal's hosts.toml files)
     discard_unpacked_layers: bool = False
     snapshotter: str = "overlayfs"
+    version: ContainerdVersion = field(default_factory=default_version)
+    layer_fetch_chunk: int = LAYER_FETCH_CHUNK  # 2.1+: concurrent_layer_fetch_buffer; 0 leaves it unset
     _group: ProcessGroup | None = field(default=None, repr=False)
     _proc: object = field(default=None, repr=False)
 
@@ -57,11 +67,26 @@ class ContainerdInstance:
         d = self.directory
         for sub in ("root", "state", "opt", "cni/conf", "cni/bin", "certs.d"):
             (d / sub).mkdir(parents=True, exist_ok=True)
+        v = self.version
         registry = f'config_path = "{self.certs_d}"' if self.config_path_enabled else ""
-        config = f"""version = 2
+        disabled = _NOISY_PLUGINS + (_NOISY_PLUGINS_2X if v.major >= 2 else [])
+        fetch = ""
+        if v.fetches_layers_in_ranges and self.layer_fetch_chunk:
+            # CRI pulls through the transfer service unless a setting forces the local pull: set both.
+            fetch = f"  concurrent_layer_fetch_buffer = {self.layer_fetch_chunk}"
+            transfer = f'[plugins."io.containerd.transfer.v1.local"]\n{fetch}\n'
+        else:
+            transfer = ""
+        cri = '[plugins."io.containerd.grpc.v1.cri"]\n  stream_server_address = "127.0.0.1"\n'
+        cri += '  stream_server_port = "0"\n'
+        # 1.x keeps the runtime settings in the CRI table itself; 2.x in a plugin of their own.
+        cri += "" if v.major < 2 else f"\n[{v.runtime_table}]\n"
+        cri += "  enable_cdi = false\n"
+        cni_bin = f'bin_dirs = ["{d / "cni/bin"}"]' if v.major >= 2 else f'bin_dir = "{d / "cni/bin"}"'
+        config = f"""version = {v.config_version}
 root = "{self.root}"
 state = "{d / 'state'}"
-disabled_plugins = {_toml_list(_NOISY_PLUGINS)}
+disabled_plugins = {_toml_list(disabled)}
 
 [grpc]
   address = "{self.socket}"
@@ -72,22 +97,20 @@ disabled_plugins = {_toml_list(_NOISY_PLUGINS)}
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d / 'opt'}"
 
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_cdi = false
+{cri}
+[{v.runtime_table}.cni]
+  conf_dir = "{d / 'cni/conf'}"
+  {cni_bin}
 
-[plugins."io.containerd.grpc.v1.cri".containerd]
+[{v.images_table}]
   snapshotter = "{self.snapshotter}"
   discard_unpacked_layers = {str(self.discard_unpacked_layers).lower()}
+{fetch}
 
-[plugins."io.containerd.grpc.v1.cri".cni]
-  conf_dir = "{d / 'cni/conf'}"
-  bin_dir = "{d / 'cni/bin'}"
-
-[plugins."io.containerd.grpc.v1.cri".registry]
+[{v.registry_table}]
   {registry}
-"""
+
+{transfer}"""
         path = d / "config.toml"
         path.write_text(config)
         return path
@@ -97,7 +120,7 @@ disabled_plugins = {_toml_list(_NOISY_PLUGINS)}
         self._group = group
         self._proc = group.start(
             f"containerd:{self.directory.name}",
-            ["containerd", "--config", str(config)],
+            [self.version.containerd, "--config", str(config)],
             log_path=self.log_path,
             netns=self.netns,
         )
@@ -128,7 +151,7 @@ disabled_plugins = {_toml_list(_NOISY_PLUGINS)}
 
     def collect_garbage(self, namespace: str = "k8s.io") -> None:
         """Run containerd's GC now: deleting a lease with --sync removes every unreferenced resource."""
-        base = ["ctr", "--address", str(self.socket), "--namespace", namespace, "leases"]
+        base = [self.version.ctr, "--address", str(self.socket), "--namespace", namespace, "leases"]
         if self.netns:
             base = ["ip", "netns", "exec", self.netns, *base]
         lease = subprocess.run(
