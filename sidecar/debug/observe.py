@@ -38,6 +38,7 @@ def observe(node: NodeView) -> Observability:
     endpoint = OperatorEndpoint(node, metrics, pulls.tally)
     node.handler.pull_observer = pulls
     node.limits.on_hit = metrics.limit_hit
+    node.handler.refusals.on_refused = metrics.refusal
     node.handler.operator_handler = endpoint
     return Observability(metrics, pulls, endpoint)
 

@@ -79,6 +79,10 @@ class Metrics:
             "lokal_limit_hits", "Times a bound said no (relays, relays_per_peer, peer_uploads), by limit",
             ["limit"], registry=registry,
         )
+        self.refused = Counter(
+            "lokal_refused_requests", "Requests refused before any store or peer was asked, by kind "
+            "(not_mirrored, no_ns, latest, write, bad_name, bad_reference, ...)", ["kind"], registry=registry,
+        )
         self.digest_mismatches = Counter(
             "lokal_relay_digest_mismatches", "Relayed content whose digest did not match", registry=registry,
         )
@@ -97,6 +101,10 @@ class Metrics:
     def limit_hit(self, limit: str) -> None:
         """The `LimitReporter.on_hit` hook. Limit names are the fixed gate names."""
         self.child(self.limit_hits, limit).inc()
+
+    def refusal(self, kind: str) -> None:
+        """The `RefusalLog.on_refused` hook. Kinds are the fixed `RefusalKind` values."""
+        self.child(self.refused, kind).inc()
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

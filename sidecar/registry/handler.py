@@ -14,15 +14,15 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sidecar.containerd import FileBlob, OpenBlob, Store, StoreUnavailable
 from sidecar.http.messages import FileBody, Request, Response, StreamBody
-from sidecar.logs import log_event
 from sidecar.oci import Digest, ErrorCode, error_body
 from sidecar.registry.bodies import on_body_done
-from sidecar.registry.pulls import Miss, PullObserver, PullRecord, log
+from sidecar.registry.pulls import Miss, PullObserver, PullRecord
 from sidecar.registry.ranges import ByteRange, Unsatisfiable, parse_range
+from sidecar.registry.refusals import RefusalLog
 from sidecar.registry.routes import (
     BlobRequest,
     Health,
@@ -31,6 +31,7 @@ from sidecar.registry.routes import (
     PeerCall,
     Ping,
     Refusal,
+    RefusalKind,
     RouteConfig,
     plan_request,
     query_of,
@@ -72,6 +73,7 @@ class RegistryHandler:
     pull_observer: PullObserver | None = None  # metrics: sees every finished PullRecord
     peer_auth: Callable[[str | None], bool] | None = None  # --peer-token-file: the token check
     uploads: Gate | None = None  # concurrent bodies served to peers
+    refusals: RefusalLog = field(default_factory=RefusalLog)  # logged (rate-limited) and counted
 
     def _authenticated(self, request: Request) -> bool:
         """Peers must present the shared token when one is configured; containerd (loopback) never does."""
@@ -82,15 +84,14 @@ class RegistryHandler:
     async def __call__(self, request: Request) -> Response:
         plan = plan_request(request.method, request.path, query_of(request.query_string), self.routes)
         if isinstance(plan, Refusal):
-            return oci_error(plan.status, plan.code, plan.message)
+            return self._refuse(request, plan)
         if isinstance(plan, Ping):
             return Response(200, [API_VERSION, ("Content-Type", JSON)], b"{}")
         if isinstance(plan, Health):
             return await self._health(plan)
         if not self._authenticated(request):
-            log_event(log, "refused", client=request.client[0], path=request.path[:200],
-                      reason="missing or wrong peer token")
-            return oci_error(403, ErrorCode.DENIED, "missing or wrong peer token")
+            return self._refuse(request, Refusal(403, ErrorCode.DENIED, "missing or wrong peer token",
+                                                 RefusalKind.PEER_TOKEN))
         if isinstance(plan, PeerCall):
             if self.peer_handler is None:
                 return oci_error(404, ErrorCode.UNSUPPORTED, "peer protocol is off (--discovery none)")
@@ -98,13 +99,17 @@ class RegistryHandler:
         if self.admit is not None:
             allowed, reason = self.admit(request.client[0])
             if not allowed:
-                log_event(log, "refused", client=request.client[0], path=request.path[:200], reason=reason)
-                return oci_error(403, ErrorCode.DENIED, reason)
+                return self._refuse(request, Refusal(403, ErrorCode.DENIED, reason, RefusalKind.NOT_ADMITTED))
         if isinstance(plan, OperatorCall):
             if self.operator_handler is None:
                 return oci_error(404, ErrorCode.UNSUPPORTED, "no metrics or debug endpoint here")
             return await self.operator_handler(request, plan)
         return await self._pull(request, plan)
+
+    def _refuse(self, request: Request, refusal: Refusal) -> Response:
+        self.refusals.refused(refusal.kind, status=refusal.status, client=request.client[0],
+                              method=request.method, path=request.path, message=refusal.message)
+        return oci_error(refusal.status, refusal.code, refusal.message)
 
     async def _health(self, plan: Health) -> Response:
         if plan.kind == "healthz":

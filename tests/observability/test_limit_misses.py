@@ -1,6 +1,7 @@
 """A holder exists but a bound says no: each such miss has its own typed category (never `not_found`),
 is counted under that reason in lokal_misses_total, and a gate's refusal reaches lokal_limit_hits_total
-through the limit reporter's hook. Real HTTP between two in-process nodes; b holds the layer, a pulls."""
+through the limit reporter's hook. Real HTTP between two in-process nodes; b holds the layer, a pulls.
+Refused requests reach lokal_refused_requests_total the same way, through `observe`'s hook."""
 
 from __future__ import annotations
 
@@ -73,3 +74,12 @@ async def test_a_miss_caused_by_a_bound_is_counted_as_that_limit_not_as_not_foun
         if limit_on is not None:
             node, limit = limit_on
             assert cluster.sample(node, "lokal_limit_hits_total", limit=limit) == 1
+
+
+async def test_refused_requests_reach_the_nodes_metrics_by_kind() -> None:
+    async with lab(PEERS[:1], {}) as cluster:
+        for path in ("/v2/app/manifests/v1?ns=other.io", "/v2/app/manifests/v1?ns=other.io",
+                     f"/v2/app/manifests/latest?ns={NS}"):
+            assert (await cluster.get("a", path))[0] == 404
+        assert cluster.sample("a", "lokal_refused_requests_total", kind="not_mirrored") == 2
+        assert cluster.sample("a", "lokal_refused_requests_total", kind="latest") == 1

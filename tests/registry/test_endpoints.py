@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 
@@ -25,9 +26,10 @@ LAYER = bytes(range(256)) * 4000
 
 
 class Served:
-    def __init__(self, port: int, store: MemoryStore) -> None:
+    def __init__(self, port: int, store: MemoryStore, handler: RegistryHandler) -> None:
         self.port = port
         self.store = store
+        self.handler = handler
 
     async def raw(self, request: bytes) -> bytes:
         """Send raw bytes, read until the server closes or 2 s pass."""
@@ -63,10 +65,11 @@ async def served() -> AsyncIterator[Served]:
     await store.set_image(f"{NS}/app:v1", index_digest)
     await store.set_image(f"{NS}/app:latest", index_digest)
     routes = RouteConfig(mirrored_registries=(NS,), resolve_tags=True)
-    server = HttpServer(RegistryHandler(store, routes, Relay()), ServerLimits(header_timeout=2))
+    handler = RegistryHandler(store, routes, Relay())
+    server = HttpServer(handler, ServerLimits(header_timeout=2))
     async with anyio.create_task_group() as tg:
         _, port = await tg.start(server.serve, ("127.0.0.1", 0))
-        yield Served(port, store)
+        yield Served(port, store, handler)
         await server.shutdown()
 
 
@@ -135,8 +138,12 @@ async def test_an_unsatisfiable_range_gets_416(served: Served) -> None:
     [
         ("GET", f"/v2/app/blobs/{digest_of(b'nobody')}?ns={NS}", 404, "BLOB_UNKNOWN"),
         ("GET", f"/v2/app/manifests/{digest_of(b'nobody')}?ns={NS}", 404, "MANIFEST_UNKNOWN"),
-        ("GET", f"/v2/app/blobs/sha256:abc?ns={NS}", 400, "DIGEST_INVALID"),
-        ("GET", f"/v2/app/blobs/sha256:{'A' * 64}?ns={NS}", 400, "DIGEST_INVALID"),
+        ("GET", f"/v2/app/blobs/sha256:abc?ns={NS}", 404, "BLOB_UNKNOWN"),
+        ("GET", f"/v2/app/blobs/sha256:{'A' * 64}?ns={NS}", 404, "BLOB_UNKNOWN"),
+        ("GET", f"/v2/app/manifests/.INVALID_MANIFEST_NAME?ns={NS}", 404, "MANIFEST_UNKNOWN"),
+        ("HEAD", f"/v2/app/manifests/-v1?ns={NS}", 404, None),
+        ("GET", f"/v2/app/manifests/sha256:abc?ns={NS}", 404, "MANIFEST_UNKNOWN"),
+        ("GET", f"/v2/app/manifests/{'t' * 129}?ns={NS}", 404, "MANIFEST_UNKNOWN"),
         ("GET", f"/v2/../../etc/blobs/{digest_of(LAYER)}?ns={NS}", 400, "NAME_INVALID"),
         ("GET", f"/v2/a/%2e%2e/blobs/{digest_of(LAYER)}?ns={NS}", 400, "NAME_INVALID"),
         ("GET", f"/v2/app/blobs/{digest_of(LAYER)}?ns=not.mirrored.io", 404, "NAME_UNKNOWN"),
@@ -145,12 +152,49 @@ async def test_an_unsatisfiable_range_gets_416(served: Served) -> None:
     ],
 )
 async def test_errors_have_the_oci_body_and_containerds_status(
-    served: Served, method: str, path: str, status: int, code: str
+    served: Served, method: str, path: str, status: int, code: str | None
 ) -> None:
     got_status, headers, body = await served.get(method, path)
     assert got_status == status
     assert headers["content-type"] == "application/json"
-    assert json.loads(body)["errors"][0]["code"] == code
+    if code is not None:  # HEAD has no body
+        assert json.loads(body)["errors"][0]["code"] == code
+        assert SPEC_STATUS[code] == status  # the code and the status agree, as the distribution spec has it
+
+
+# The HTTP status the distribution spec pairs with each error code lokal sends (405 for UNSUPPORTED:
+# distribution's own pairing, for methods a pull-only mirror does not support).
+SPEC_STATUS = {"BLOB_UNKNOWN": 404, "MANIFEST_UNKNOWN": 404, "NAME_UNKNOWN": 404, "NAME_INVALID": 400,
+               "DIGEST_INVALID": 400, "UNSUPPORTED": 405, "DENIED": 403, "RANGE_INVALID": 416}
+
+
+REFUSED = [
+    ("GET", "/v2/app/manifests/v1?ns=not.mirrored.io", "not_mirrored"),
+    ("GET", "/v2/app/manifests/v1", "no_ns"),  # docker.io is the default, and it is not mirrored here
+    ("GET", f"/v2/app/manifests/latest?ns={NS}", "latest"),
+    ("PUT", f"/v2/app/manifests/v1?ns={NS}", "write"),
+    ("POST", f"/v2/app/blobs/uploads/?ns={NS}", "write"),
+    ("GET", f"/v2/../../etc/blobs/{digest_of(LAYER)}?ns={NS}", "bad_name"),
+    ("GET", f"/v2/a/%2e%2e/manifests/v1?ns={NS}", "bad_name"),
+    ("GET", f"/v2/app/manifests/.INVALID_MANIFEST_NAME?ns={NS}", "bad_reference"),
+]
+
+
+async def test_each_refused_request_is_counted_and_logged_at_most_once_per_interval_per_kind(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lokal")
+    for _ in range(3):
+        for method, path, _ in REFUSED:
+            assert 400 <= (await served.get(method, path))[0] < 500
+    kinds = [kind for _, _, kind in REFUSED]
+    assert served.handler.refusals.totals == {kind: 3 * kinds.count(kind) for kind in kinds}
+    lines = [r.lokal_fields for r in caplog.records if r.getMessage() == "refused"]  # type: ignore[attr-defined]
+    assert sorted(line["kind"] for line in lines) == sorted(set(kinds))  # rate-limited: one per kind
+    no_ns = next(line for line in lines if line["kind"] == "no_ns")
+    assert (no_ns["method"], no_ns["path"], no_ns["client"], no_ns["count"]) == (
+        "GET", "/v2/app/manifests/v1", "127.0.0.1", 1)
+    assert "docker.io" in no_ns["reason"] and no_ns["status"] == 404
 
 
 async def test_keep_alive_serves_a_manifest_after_a_sendfile_body(served: Served) -> None:
