@@ -35,7 +35,7 @@ from sidecar.routing.http_transport import HttpPeerTransport, LocalIndex
 from sidecar.routing.router import OneHopRouter, RoutingSettings
 from sidecar.security import Gate, LimitReporter, PeerTokens
 from sidecar.topology.admission import admit_request
-from sidecar.topology.modes import CrossRegion, TopologyMode
+from sidecar.topology.modes import CrossRegion, TopologyLabels, TopologyMode
 from sidecar.topology.policy import TopologyPolicy
 from sidecar.topology.validation import policy_warnings
 
@@ -102,6 +102,7 @@ def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
                 kubeconfig=Path(settings["kubeconfig"]) if settings["kubeconfig"] else None,
                 topology_mode=policy.mode,
                 address_family="ipv6" if ":" in settings["listen"][0] else "ipv4",
+                labels=TopologyLabels(settings["region_label"], settings["zone_label"]),
             )
         )
     handler.admit = _admission(node)

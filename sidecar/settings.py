@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,20 @@ def _optional_listen(value: str, setting: str) -> tuple[str, int] | None:
     return _listen(value, setting) if value.strip() else None
 
 
+# A Kubernetes label key: an optional DNS-subdomain prefix and "/", then a name of up to 63 characters.
+_LABEL_KEY = re.compile(
+    r"(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+
+
+def _label_key(value: str, setting: str) -> str:
+    key = value.strip()
+    if not _LABEL_KEY.fullmatch(key) or len(key.partition("/")[0]) > 253:
+        raise SettingError(setting, f"{value!r} is not a label key (e.g. topology.kubernetes.io/region)")
+    return key
+
+
 def _registries(value: str, setting: str) -> tuple[str, ...] | None:
     return None if value.strip() == "*" else parse_registries(value, setting)
 
@@ -107,6 +122,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            "where peers come from: Node objects, or none (serve only the local store)"),
     Option("node-name", "", _optional_text, "this node's name (the DaemonSet passes spec.nodeName)"),
     Option("kubeconfig", "", _optional_text, "kubeconfig file (default: in-cluster service account)"),
+    Option("region-label", "topology.kubernetes.io/region", _label_key,
+           "Node label that names a node's region (a node without it: see docs/operating.md)"),
+    Option("zone-label", "topology.kubernetes.io/zone", _label_key, "Node label that names a node's zone"),
     Option("topology-mode", "prefer", _choice("isolate", "prefer"),
            "isolate: one P2P network per region; prefer: zone > region > other regions"),
     Option("cross-region", "never", _choice("never", "always"),

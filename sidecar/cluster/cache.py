@@ -15,12 +15,20 @@ from typing import Any
 
 from sidecar.cluster.config import AddressFamily
 from sidecar.cluster.model import Membership, Peer
-from sidecar.cluster.nodes import NodeProblemLog, parse_node
+from sidecar.cluster.nodes import DEFAULT_LABELS, NodeProblemLog, parse_node
+from sidecar.topology.modes import TopologyLabels
 
 
 class PeerCache:
-    def __init__(self, self_name: str, family: AddressFamily, problems: NodeProblemLog) -> None:
+    def __init__(
+        self,
+        self_name: str,
+        family: AddressFamily,
+        problems: NodeProblemLog,
+        labels: TopologyLabels = DEFAULT_LABELS,
+    ) -> None:
         self._self_name = self_name
+        self._labels = labels
         self._family = family
         self._problems = problems
         self._peers: dict[str, Peer] = {}
@@ -54,7 +62,7 @@ class PeerCache:
         return Membership(self._self_name, dict(self._peers))
 
     def _parse(self, obj: object) -> Peer | None:
-        parsed = parse_node(obj, self_name=self._self_name, family=self._family)
+        parsed = parse_node(obj, self_name=self._self_name, family=self._family, labels=self._labels)
         name = parsed.peer.name if parsed.peer else (_name_of(obj) or "<unnamed>")
         self._problems.note(name, parsed.problems)
         return parsed.peer

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sidecar.topology.modes import REGION_LABEL, TopologyMode
+from sidecar.topology.modes import REGION_LABEL, TopologyLabels, TopologyMode
 
 AddressFamily = Literal["ipv4", "ipv6"]
 
@@ -60,6 +60,7 @@ class ClusterConfig:
     kubeconfig: Path | None = None  # --kubeconfig; None means in-cluster (service account)
     topology_mode: TopologyMode = TopologyMode.PREFER
     address_family: AddressFamily = "ipv4"  # the family of lokal's listener: which InternalIP to use
+    labels: TopologyLabels = field(default_factory=TopologyLabels)  # --region-label, --zone-label
     timings: WatchTimings = field(default_factory=WatchTimings)
 
     def __post_init__(self) -> None:
@@ -73,10 +74,12 @@ class ClusterConfig:
             raise ValueError(f"--topology-mode must be one of {[m.value for m in TopologyMode]}")
 
 
-def node_label_selector(mode: TopologyMode, own_region: str) -> str | None:
+def node_label_selector(
+    mode: TopologyMode, own_region: str, region_label: str = REGION_LABEL
+) -> str | None:
     """The label selector of the Node list and watch: in isolate mode other regions are never listed."""
     if mode is TopologyMode.ISOLATE:
-        return f"{REGION_LABEL}={own_region}"
+        return f"{region_label}={own_region}"
     return None
 
 

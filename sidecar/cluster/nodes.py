@@ -6,9 +6,9 @@ Rules:
 - A node with problems is still a member when it has a name: no InternalIP gives `address=None` (it is
   then never used as a provider), odd labels give unknown topology (""), a missing Ready condition gives
   not ready. Only a node without a name is dropped (it cannot be keyed).
-- Region and zone come from `topology.kubernetes.io/*`, falling back to the deprecated
-  `failure-domain.beta.kubernetes.io/*`. Ready is `conditions[type=Ready].status == "True"` and no
-  deletionTimestamp.
+- Region and zone come from the configured label keys (`TopologyLabels`: by default
+  `topology.kubernetes.io/*`, falling back to the deprecated `failure-domain.beta.kubernetes.io/*`).
+  Ready is `conditions[type=Ready].status == "True"` and no deletionTimestamp.
 - Addresses are canonical text (`ipaddress`), so they compare equal to a request's source address.
 """
 
@@ -22,7 +22,9 @@ from typing import Any
 
 from sidecar.cluster.config import AddressFamily
 from sidecar.cluster.model import Peer
-from sidecar.topology.modes import LEGACY_REGION_LABEL, LEGACY_ZONE_LABEL, REGION_LABEL, ZONE_LABEL
+from sidecar.topology.modes import TopologyLabels
+
+DEFAULT_LABELS = TopologyLabels()
 
 # Kubernetes label value syntax: empty, or up to 63 alphanumerics with - _ . inside.
 _LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
@@ -35,7 +37,9 @@ class ParsedNode:
     resource_version: str | None = None
 
 
-def parse_node(obj: object, *, self_name: str, family: AddressFamily = "ipv4") -> ParsedNode:
+def parse_node(
+    obj: object, *, self_name: str, family: AddressFamily = "ipv4", labels: TopologyLabels = DEFAULT_LABELS
+) -> ParsedNode:
     """The Peer that Node object `obj` describes, and what is wrong with it (empty when nothing)."""
     node = _as_mapping(obj)
     if node is None:
@@ -48,9 +52,9 @@ def parse_node(obj: object, *, self_name: str, family: AddressFamily = "ipv4") -
     if not isinstance(name, str) or not name:
         return ParsedNode(None, ("no metadata.name",), rv)
     problems: list[str] = []
-    labels = _labels(_field(metadata, "labels"), problems)
-    region = _topology_label(labels, REGION_LABEL, LEGACY_REGION_LABEL, problems)
-    zone = _topology_label(labels, ZONE_LABEL, LEGACY_ZONE_LABEL, problems)
+    values = _labels(_field(metadata, "labels"), problems)
+    region = _topology_label(values, labels.region_keys, problems)
+    zone = _topology_label(values, labels.zone_keys, problems)
     address = _internal_ip(_field(status, "addresses"), family, problems)
     ready = _ready(_field(status, "conditions"), problems)
     if _field(metadata, "deletionTimestamp", "deletion_timestamp"):
@@ -114,8 +118,8 @@ def _labels(value: object, problems: list[str]) -> Mapping[str, str]:
     return {str(k): v for k, v in value.items()}
 
 
-def _topology_label(labels: Mapping[str, Any], current: str, legacy: str, problems: list[str]) -> str:
-    for key in (current, legacy):
+def _topology_label(labels: Mapping[str, Any], keys: tuple[str, ...], problems: list[str]) -> str:
+    for key in keys:
         if key not in labels:
             continue
         value = labels[key]
@@ -124,8 +128,8 @@ def _topology_label(labels: Mapping[str, Any], current: str, legacy: str, proble
             continue
         if value:
             return value
-    if not any(key in labels for key in (current, legacy)):
-        problems.append(f"no {current} label")
+    if not any(key in labels for key in keys):
+        problems.append(f"no {keys[0]} label")
     return ""
 
 

@@ -27,8 +27,9 @@ from sidecar.cluster.cache import PeerCache
 from sidecar.cluster.config import AddressFamily, ClusterConfigError, WatchTimings
 from sidecar.cluster.kube_api import ApiError, ApiUnavailable, JsonDict, NodeApi
 from sidecar.cluster.model import Membership, Peer
-from sidecar.cluster.nodes import NodeProblemLog, parse_node
+from sidecar.cluster.nodes import DEFAULT_LABELS, NodeProblemLog, parse_node
 from sidecar.logs import get_logger, log_event
+from sidecar.topology.modes import TopologyLabels
 
 _LOG = get_logger("cluster")
 
@@ -51,8 +52,10 @@ class NodeReflector:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger = _LOG,
+        labels: TopologyLabels = DEFAULT_LABELS,
     ) -> None:
         self._api = api
+        self._labels = labels
         self._self_name = self_name
         self._selector = label_selector
         self._family = family
@@ -62,7 +65,7 @@ class NodeReflector:
         self._clock = clock
         self._log = logger
         self._problems = NodeProblemLog(self._report_problem)
-        self._cache = PeerCache(self_name, family, self._problems)
+        self._cache = PeerCache(self_name, family, self._problems, labels)
         self._backoff = Backoff(
             timings.backoff_initial_s,
             timings.backoff_max_s,
@@ -95,7 +98,7 @@ class NodeReflector:
                 self._failed(error, "read_own_node")
                 continue
             self._healthy()
-            parsed = parse_node(obj, self_name=self._self_name, family=self._family)
+            parsed = parse_node(obj, self_name=self._self_name, family=self._family, labels=self._labels)
             if parsed.peer is None:
                 raise ClusterConfigError(f"--node-name {self._self_name!r}: the Node object is unusable")
             self._problems.note(parsed.peer.name, parsed.problems)
@@ -103,6 +106,10 @@ class NodeReflector:
         return None
 
     # -- the loop -------------------------------------------------------------------------------------
+
+    def wait_until_stopped(self) -> None:
+        """Block until `stop()`: for a node that watches no other node (see MembershipSource)."""
+        self._stop.wait()
 
     def set_label_selector(self, selector: str | None) -> None:
         """Set before `run()`: in isolate mode the selector is known only after reading the own node."""

@@ -4,9 +4,11 @@ Rules:
 - The synchronous reflector runs in one worker thread (`anyio.to_thread.run_sync`, abandoned on cancel,
   with its own limiter so it takes no slot of the default pool). Snapshots cross to the event loop with
   `anyio.from_thread.run_sync`; everything else here runs on the event loop.
-- Startup: read this node's Node (its region and zone), check the topology mode against it, then list and
-  watch (in isolate mode with the selector `topology.kubernetes.io/region=<own region>`). `run` reports
-  started (with the first membership) only after the first list. Configuration errors raise from `run`.
+- Startup: read this node's Node (its region and zone), then list and watch (in isolate mode with the
+  selector `<region label>=<own region>`). In isolate mode a node without a region label is a region of
+  its own: it logs a warning, lists and watches no other node, and its membership is itself alone.
+  `run` reports started (with the first membership) only after the first list. Configuration errors
+  raise from `run`.
 - The membership only changes when the cluster does: through API outages the last one stays.
 - Every change is logged once, here, with counts by region and zone.
 - Subscribers never miss the latest state: a slow subscriber gets the newest snapshot and the change
@@ -32,7 +34,8 @@ from sidecar.cluster.kube_api import KubernetesNodeApi, NodeApi
 from sidecar.cluster.model import Membership, MembershipChange, Peer, diff
 from sidecar.cluster.reflector import NodeReflector
 from sidecar.logs import get_logger, log_event
-from sidecar.topology.validation import validate_own_node
+from sidecar.topology.modes import TopologyMode
+from sidecar.topology.validation import unlabelled_node_warning
 
 _LOG = get_logger("cluster")
 _MAX_NAMES_LOGGED = 20
@@ -48,7 +51,7 @@ class MembershipSource:
     ```
     source = MembershipSource(ClusterConfig(node_name=..., kubeconfig=..., topology_mode=...))
     async with anyio.create_task_group() as tg:
-        first = await tg.start(source.run)        # raises ClusterConfigError / TopologyConfigError
+        first = await tg.start(source.run)        # raises ClusterConfigError
         async for membership, change in source.subscribe(): ...
     ```
     """
@@ -86,7 +89,9 @@ class MembershipSource:
     @property
     def label_selector(self) -> str | None:
         own = self._own_node
-        return node_label_selector(self.config.topology_mode, own.region) if own else None
+        if own is None:
+            return None
+        return node_label_selector(self.config.topology_mode, own.region, self.config.labels.region)
 
     async def run(self, *, task_status: TaskStatus[Membership] = anyio.TASK_STATUS_IGNORED) -> None:
         """Watch until cancelled. Reports started with the first membership."""
@@ -149,15 +154,22 @@ class MembershipSource:
             publish=self._publish_from_thread,
             rng=self._rng,
             logger=self._log,
+            labels=config.labels,
         )
         self._reflector = reflector
         try:
             me = reflector.read_own_node()
             if me is None:  # stopped before the API answered
                 return
-            validate_own_node(config.topology_mode, me)
             self._own_node = me
-            selector = node_label_selector(config.topology_mode, me.region)
+            warning = unlabelled_node_warning(config.topology_mode, me, config.labels)
+            if warning is not None:
+                log_event(self._log, "config_warning", level=logging.WARNING, warning=warning)
+            if config.topology_mode is TopologyMode.ISOLATE and not me.region:
+                self._publish_from_thread(Membership.of(me.name, [me]))  # a region of its own
+                reflector.wait_until_stopped()
+                return
+            selector = node_label_selector(config.topology_mode, me.region, config.labels.region)
             log_event(
                 self._log,
                 "node_watch_starting",

@@ -18,8 +18,9 @@ from sidecar.debug.view import NodeView
 from sidecar.debug.warnings import runtime_warnings, settings_warnings
 from sidecar.metrics.state import NodeState, peer_state
 from sidecar.metrics.tally import PullTally
+from sidecar.topology.modes import REGION_LABEL, ZONE_LABEL, TopologyLabels
 from sidecar.topology.policy import PeerStats, TopologyPolicy, eligibility
-from sidecar.topology.validation import policy_warnings
+from sidecar.topology.validation import policy_warnings, unlabelled_node_warning
 
 
 def containerd_connected(node: NodeView) -> bool:
@@ -42,9 +43,18 @@ def all_warnings(node: NodeView) -> list[str]:
             absent_blobs=int(getattr(node.store, "absent_blobs", 0)),
             index_bound_hit=bool(holders is not None and holders.bound_hit),
             membership_known=me is not None,
-            own_region=me.region if me else None,
         ),
+        *([] if me is None else _unlabelled(node, me)),
     ]
+
+
+def _unlabelled(node: NodeView, me: Peer) -> list[str]:
+    settings = node.settings
+    labels = TopologyLabels(
+        settings.get("region_label") or REGION_LABEL, settings.get("zone_label") or ZONE_LABEL
+    )
+    warning = unlabelled_node_warning(node.policy.mode, me, labels)
+    return [warning] if warning is not None else []
 
 
 def node_state(node: NodeView) -> NodeState:

@@ -26,7 +26,6 @@ def settings_warnings(settings: Mapping[str, Any]) -> list[str]:
 
 def runtime_warnings(
     *, containerd_connected: bool, absent_blobs: int, index_bound_hit: bool, membership_known: bool,
-    own_region: str | None,
 ) -> list[str]:
     warnings: list[str] = []
     if not containerd_connected:
@@ -38,6 +37,4 @@ def runtime_warnings(
         warnings.append("the index holder store is full: new entries are refused")
     if not membership_known:
         warnings.append("the membership is not known yet: no peer is asked")
-    elif own_region == "":
-        warnings.append("this node has no region label: its peers rank in the 'unknown' tier")
     return warnings

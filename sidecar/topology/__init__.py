@@ -1,7 +1,7 @@
 """Topology policy: which peers may serve this node, and in what order. Pure: no I/O, no clock."""
 
 from sidecar.topology.admission import Admission, admit_request, normalize_address
-from sidecar.topology.modes import CrossRegion, TopologyMode
+from sidecar.topology.modes import CrossRegion, TopologyLabels, TopologyMode
 from sidecar.topology.policy import (
     Eligibility,
     PeerStats,
@@ -12,7 +12,7 @@ from sidecar.topology.policy import (
     tier_of,
 )
 from sidecar.topology.tiers import PEER_TIER_ORDER, Tier
-from sidecar.topology.validation import TopologyConfigError, policy_warnings, validate_own_node
+from sidecar.topology.validation import policy_warnings, unlabelled_node_warning
 
 __all__ = [
     "PEER_TIER_ORDER",
@@ -22,7 +22,7 @@ __all__ = [
     "PeerStats",
     "RankedProvider",
     "Tier",
-    "TopologyConfigError",
+    "TopologyLabels",
     "TopologyMode",
     "TopologyPolicy",
     "admit_request",
@@ -31,5 +31,5 @@ __all__ = [
     "policy_warnings",
     "rank_providers",
     "tier_of",
-    "validate_own_node",
+    "unlabelled_node_warning",
 ]

@@ -7,6 +7,7 @@ Rules:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 REGION_LABEL = "topology.kubernetes.io/region"
@@ -14,6 +15,23 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 # Deprecated since Kubernetes 1.17: read only when the current label is absent.
 LEGACY_REGION_LABEL = "failure-domain.beta.kubernetes.io/region"
 LEGACY_ZONE_LABEL = "failure-domain.beta.kubernetes.io/zone"
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyLabels:
+    """The Node label keys that carry region and zone (`--region-label`, `--zone-label`). The deprecated
+    failure-domain keys are read as a fallback only when the standard key is in use."""
+
+    region: str = REGION_LABEL
+    zone: str = ZONE_LABEL
+
+    @property
+    def region_keys(self) -> tuple[str, ...]:
+        return (self.region, LEGACY_REGION_LABEL) if self.region == REGION_LABEL else (self.region,)
+
+    @property
+    def zone_keys(self) -> tuple[str, ...]:
+        return (self.zone, LEGACY_ZONE_LABEL) if self.zone == ZONE_LABEL else (self.zone,)
 
 
 class TopologyMode(StrEnum):

@@ -2,29 +2,29 @@
 
 Rules:
 - Pure: the caller reads its own Node and passes the parsed Peer in.
-- A broken combination raises `TopologyConfigError` whose message names the setting and the node, so that
-  `lokal serve` can print it and exit instead of running with a policy it cannot honour.
+- A node without a region label never stops lokal (kubeadm, kind and bare-metal nodes usually have none):
+  in isolate mode it is a region of its own, in prefer mode its peers rank in the `unknown` tier. The
+  warning says which, names the label key, and is logged once and shown by `lokal status`.
 """
 
 from __future__ import annotations
 
 from sidecar.cluster.model import Peer
-from sidecar.topology.modes import LEGACY_REGION_LABEL, REGION_LABEL, TopologyMode
+from sidecar.topology.modes import TopologyLabels, TopologyMode
 from sidecar.topology.policy import TopologyPolicy
 
 
-class TopologyConfigError(ValueError):
-    """The topology settings cannot work on this node."""
-
-
-def validate_own_node(mode: TopologyMode, me: Peer) -> None:
-    """Raise `TopologyConfigError` when `mode` cannot work with this node's labels."""
-    if mode is TopologyMode.ISOLATE and not me.region:
-        raise TopologyConfigError(
-            f"--topology-mode isolate needs this node ({me.name!r}) to carry the label {REGION_LABEL} "
-            f"(or the deprecated {LEGACY_REGION_LABEL}), but it has none: label the node, or use "
-            "--topology-mode prefer"
+def unlabelled_node_warning(mode: TopologyMode, me: Peer, labels: TopologyLabels) -> str | None:
+    """What a missing region label means for this node in `mode`; None when the node has a region."""
+    if me.region:
+        return None
+    label = " or ".join(labels.region_keys)
+    if mode is TopologyMode.ISOLATE:
+        return (
+            f"this node ({me.name!r}) has no region label ({label}): in isolate mode it is a region of its "
+            "own and shares with no other node; label the nodes (or set --region-label) and restart lokal"
         )
+    return f"this node ({me.name!r}) has no region label ({label}): its peers rank in the 'unknown' tier"
 
 
 def policy_warnings(policy: TopologyPolicy) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,7 +13,7 @@ import pytest
 from lokal_lab.fake_apiserver import FakeApiServer, make_node
 
 from sidecar.cluster import ClusterConfigError, Membership, MembershipChange, MembershipSource
-from sidecar.topology import TopologyConfigError, TopologyMode
+from sidecar.topology import TopologyLabels, TopologyMode
 from tests.cluster.conftest import cluster_config
 
 pytestmark = pytest.mark.anyio
@@ -221,14 +222,37 @@ async def test_bookmarks_move_the_resume_point_past_changes_the_selector_hides(
     assert len(lists(fake_api)) == 1
 
 
-async def test_isolate_mode_without_region_label_on_this_node_is_a_configuration_error(
-    fake_api: FakeApiServer, kubeconfig: Path
+async def test_isolate_mode_on_a_node_without_a_region_label_is_a_region_of_its_own_with_a_warning(
+    fake_api: FakeApiServer, kubeconfig: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # kubeadm, kind and bare-metal nodes usually have no region label: lokal must run, never crash-loop.
     fake_api.relabel("a1", {REGION: None})
     source = MembershipSource(cluster_config(kubeconfig, TopologyMode.ISOLATE))
-    with anyio.fail_after(GUARD_S), pytest.raises(TopologyConfigError, match=r"isolate.*'a1'.*region"):
-        await source.run()  # raises before it reports started
-    assert lists(fake_api) == []
+    with caplog.at_level(logging.WARNING, logger="lokal"):
+        async with running(source) as first:
+            assert list(first.peers) == ["a1"] and first.me is not None and first.me.region == ""
+            assert first.region_ring("") == (first.me,)
+            await anyio.sleep(0.3)  # nothing else arrives: no other node is listed or watched
+            assert source.current is first
+    assert lists(fake_api) == [] and watches(fake_api) == []
+    warnings = [r.lokal_fields["warning"] for r in caplog.records if r.getMessage() == "config_warning"]
+    assert len(warnings) == 1 and "region of its own" in warnings[0] and REGION in warnings[0]
+
+
+async def test_the_region_and_zone_label_keys_are_settings(
+    fake_api: FakeApiServer, kubeconfig: Path
+) -> None:
+    site, rack = "example.com/site", "example.com/rack"
+    for name, (region, zone) in {"a1": ("s1", "k1"), "a2": ("s1", "k2"), "b1": ("s2", "k1")}.items():
+        fake_api.relabel(name, {REGION: None, ZONE: None, site: region, rack: zone})
+    config = dataclasses.replace(
+        cluster_config(kubeconfig, TopologyMode.ISOLATE), labels=TopologyLabels(region=site, zone=rack)
+    )
+    async with running(MembershipSource(config)) as first:
+        assert {name: (p.region, p.zone) for name, p in first.peers.items()} == {
+            "a1": ("s1", "k1"), "a2": ("s1", "k2")
+        }
+    assert all(query.get("labelSelector") == f"{site}=s1" for query in lists(fake_api))
 
 
 async def test_a_wrong_node_name_is_a_configuration_error(fake_api: FakeApiServer, kubeconfig: Path) -> None:

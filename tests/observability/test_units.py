@@ -159,3 +159,26 @@ async def test_the_debug_pages_answer_loopback_clients_only() -> None:
     assert (await endpoint(request("10.0.0.7"), OperatorCall("debug", "status"))).status == 403
     assert (await endpoint(request("127.0.0.1"), OperatorCall("debug", "status"))).status == 200
     assert (await endpoint(request("10.0.0.7"), OperatorCall("metrics"))).status == 200  # admit decides
+
+
+def test_lokal_status_warns_about_a_node_without_a_region_label_with_the_configured_key() -> None:
+    from sidecar.cluster.model import Membership, Peer
+    from sidecar.debug.status import all_warnings
+
+    env = {
+        "LOKAL_DISCOVERY": "none", "LOKAL_TOPOLOGY_MODE": "isolate", "LOKAL_REGION_LABEL": "example.com/site"
+    }
+    node = build_node(resolve(argparse.Namespace(), env=env), MemoryStore())
+    node.membership = Membership.of("n1", [Peer("n1", "10.0.0.1", is_self=True)])
+    (warning,) = [w for w in all_warnings(node) if "region label" in w]
+    assert "example.com/site" in warning and "region of its own" in warning
+    node.membership = Membership.of("n1", [Peer("n1", "10.0.0.1", region="s1", is_self=True)])
+    assert not [w for w in all_warnings(node) if "region label" in w]
+
+
+@pytest.mark.parametrize("key", ["", "Example.com/site", "a/b/c", "-site", "x" * 64])
+def test_a_bad_label_key_setting_is_refused_naming_the_setting(key: str) -> None:
+    from sidecar.hosts.settings import SettingError
+
+    with pytest.raises(SettingError, match=r"^LOKAL_ZONE_LABEL: "):
+        resolve(argparse.Namespace(), env={"LOKAL_ZONE_LABEL": key})

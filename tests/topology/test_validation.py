@@ -1,27 +1,37 @@
-"""The startup check of the topology mode against this node's labels."""
+"""What a node without a region label means, as the startup warning says it."""
 
 from __future__ import annotations
 
-import pytest
-
 from sidecar.cluster.model import Peer
-from sidecar.topology import TopologyConfigError, TopologyMode, validate_own_node
+from sidecar.topology import (
+    TopologyLabels,
+    TopologyMode,
+    TopologyPolicy,
+    policy_warnings,
+    unlabelled_node_warning,
+)
+
+UNLABELLED = Peer("n1", "10.0.0.1", region="", zone="z1")
 
 
-def test_isolate_mode_needs_a_region_label_on_this_node() -> None:
-    with pytest.raises(
-        TopologyConfigError, match=r"--topology-mode isolate.*'n1'.*topology.kubernetes.io/region"
-    ):
-        validate_own_node(TopologyMode.ISOLATE, Peer("n1", "10.0.0.1", region="", zone="z1"))
+def test_an_unlabelled_node_in_isolate_mode_is_warned_to_be_a_region_of_its_own() -> None:
+    warning = unlabelled_node_warning(TopologyMode.ISOLATE, UNLABELLED, TopologyLabels())
+    assert warning is not None
+    assert "'n1'" in warning and "topology.kubernetes.io/region" in warning and "region of its own" in warning
 
 
-def test_prefer_mode_accepts_an_unlabelled_node_and_isolate_a_labelled_one() -> None:
-    validate_own_node(TopologyMode.PREFER, Peer("n1", "10.0.0.1"))
-    validate_own_node(TopologyMode.ISOLATE, Peer("n1", "10.0.0.1", region="r1"))
+def test_the_warning_names_the_configured_label_key_and_prefer_mode_ranks_unknown() -> None:
+    labels = TopologyLabels(region="example.com/site")
+    warning = unlabelled_node_warning(TopologyMode.PREFER, UNLABELLED, labels)
+    assert warning is not None and "example.com/site" in warning and "'unknown' tier" in warning
+    assert "failure-domain" not in warning  # the deprecated fallback only goes with the standard key
+
+
+def test_a_labelled_node_gets_no_warning_in_either_mode() -> None:
+    for mode in TopologyMode:
+        assert unlabelled_node_warning(mode, Peer("n1", "10.0.0.1", region="r1"), TopologyLabels()) is None
 
 
 def test_isolate_with_unknown_clients_allowed_is_warned_about() -> None:
-    from sidecar.topology import TopologyPolicy, policy_warnings
-
     assert policy_warnings(TopologyPolicy(mode=TopologyMode.ISOLATE, allow_unknown_clients=True))
     assert policy_warnings(TopologyPolicy(allow_unknown_clients=True)) == []
