@@ -126,6 +126,11 @@ disabled_plugins = {_toml_list(disabled)}
         )
         wait_for(self._socket_answers, timeout, what=f"containerd socket {self.socket}")
 
+    @property
+    def pid(self) -> int | None:
+        """The running containerd's process id (for tests that freeze it with SIGSTOP)."""
+        return None if self._proc is None else int(self._proc.pid)  # type: ignore[attr-defined]
+
     def stop(self) -> None:
         if self._group is not None and self._proc is not None:
             self._group.stop(self._proc)  # type: ignore[arg-type]

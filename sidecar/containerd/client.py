@@ -2,7 +2,9 @@
 
 Rules:
 - Every namespaced call carries `containerd-namespace`; only the configured namespace is ever read.
-- NOT_FOUND becomes None. UNAVAILABLE (and a missing socket) becomes `StoreUnavailable`.
+- NOT_FOUND becomes None. UNAVAILABLE (and a missing socket) becomes `StoreUnavailable`; a call that ran
+  past its deadline (a hung containerd: SIGSTOP, a deadlock) becomes `ContainerdStalled`, a kind of it.
+- Every unary call has a deadline; the caller picks a short one on a request's path (`deadline_s`).
 - No caching and no policy here: `ContainerdStore` decides what to ask and when.
 """
 
@@ -29,6 +31,10 @@ CONTENT_PLUGIN = "io.containerd.content.v1"
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
 
+class ContainerdStalled(StoreUnavailable):
+    """containerd accepted the call and did not answer before the deadline."""
+
+
 class ContainerdClient:
     def __init__(self, socket_path: str, namespace: str) -> None:
         self.socket_path = socket_path
@@ -52,9 +58,9 @@ class ContainerdClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def version(self) -> str:
+    async def version(self, deadline_s: float = CALL_TIMEOUT) -> str:
         try:
-            response = await self._version.Version(empty_pb2.Empty(), timeout=CALL_TIMEOUT)
+            response = await self._version.Version(empty_pb2.Empty(), timeout=deadline_s)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc) from None
         return str(response.version)
@@ -72,10 +78,10 @@ class ContainerdClient:
                 return str(root)
         return None
 
-    async def info(self, digest: Digest) -> content_pb2.Info | None:
+    async def info(self, digest: Digest, deadline_s: float = CALL_TIMEOUT) -> content_pb2.Info | None:
         request = content_pb2.InfoRequest(digest=str(digest))
         try:
-            response = await self._content.Info(request, metadata=self._metadata, timeout=CALL_TIMEOUT)
+            response = await self._content.Info(request, metadata=self._metadata, timeout=deadline_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -83,10 +89,13 @@ class ContainerdClient:
         info: content_pb2.Info = response.info
         return info
 
-    async def read(self, digest: Digest, offset: int = 0, size: int = 0) -> AsyncIterator[bytes]:
-        """Stream a blob's bytes from `offset` (size 0: to the end). Raises LookupError if absent."""
+    async def read(
+        self, digest: Digest, offset: int = 0, size: int = 0, deadline_s: float | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream a blob's bytes from `offset` (size 0: to the end). Raises LookupError if absent.
+        `deadline_s` bounds the whole stream: None for a layer's body, whose time depends on its size."""
         request = content_pb2.ReadContentRequest(digest=str(digest), offset=offset, size=size)
-        call = self._content.Read(request, metadata=self._metadata)
+        call = self._content.Read(request, metadata=self._metadata, timeout=deadline_s)
         try:
             async for response in call:
                 yield response.data
@@ -97,23 +106,23 @@ class ContainerdClient:
         finally:
             call.cancel()
 
-    async def read_all(self, digest: Digest, limit: int) -> bytes | None:
+    async def read_all(self, digest: Digest, limit: int, deadline_s: float = CALL_TIMEOUT) -> bytes | None:
         """A small blob's bytes (a manifest), or None if absent or larger than `limit`."""
-        info = await self.info(digest)
+        info = await self.info(digest, deadline_s)
         if info is None or info.size > limit:
             return None
         chunks = []
         try:
-            async for chunk in self.read(digest):
+            async for chunk in self.read(digest, deadline_s=deadline_s):
                 chunks.append(chunk)
         except LookupError:
             return None
         return b"".join(chunks)
 
-    async def get_image_target(self, name: str) -> str | None:
+    async def get_image_target(self, name: str, deadline_s: float = CALL_TIMEOUT) -> str | None:
         request = images_pb2.GetImageRequest(name=name)
         try:
-            response = await self._images.Get(request, metadata=self._metadata, timeout=CALL_TIMEOUT)
+            response = await self._images.Get(request, metadata=self._metadata, timeout=deadline_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -163,6 +172,8 @@ class ContainerdClient:
 
 
 def _unavailable(exc: grpc.aio.AioRpcError) -> Exception:
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ContainerdStalled("containerd unavailable: no answer before the deadline")
     if exc.code() in _UNAVAILABLE:
         return StoreUnavailable(f"containerd unavailable: {exc.details() or exc.code().name}")
     return StoreUnavailable(f"containerd error {exc.code().name}: {exc.details()}")

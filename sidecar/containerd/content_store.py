@@ -8,6 +8,11 @@ Rules:
 - The index (keys this node can serve) follows containerd's image events, and is rebuilt by a full rescan
   after every (re)connect, so that nothing missed while disconnected is lost.
 - One log line per connection state change, not per retry.
+- Calls on a request's path (a tag, a manifest, a blob's Info, /readyz) have short deadlines, far below
+  what containerd waits for a mirror (tens of seconds) and what the kubelet waits for a probe (1 s). Once
+  one runs past its deadline (a hung containerd: SIGSTOP, a deadlock), the request path stops asking for
+  `STALL_PAUSE_S` and answers "unavailable" at once: a hung containerd costs one deadline per pause, not
+  one per request. Background work (walks, rescans) keeps the long deadline.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import os
 import random
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import grpc
@@ -29,7 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from sidecar.backoff import Backoff
 from sidecar.containerd.broadcast import ChangeBroadcast
-from sidecar.containerd.client import ContainerdClient
+from sidecar.containerd.client import ContainerdClient, ContainerdStalled
 from sidecar.containerd.events import TOPICS, ContentDeleted, ImageChanged, ImageDeleted, parse_event
 from sidecar.containerd.store import (
     BlobInfo,
@@ -50,6 +56,11 @@ log = get_logger("containerd")
 CONTENT_SUBDIR = "io.containerd.content.v1.content"
 # GC deletes content without an event, shortly after an image delete: re-check before withdrawing.
 REMOVAL_RECHECKS = (0.2, 0.8, 2.0)
+REQUEST_DEADLINE_S = 1.0  # a containerd call on a request's path; a healthy one answers in milliseconds
+READY_DEADLINE_S = 0.3  # /readyz's question to containerd: the kubelet's probe gives up after 1 s
+STALL_PAUSE_S = 2.0  # after a request-path deadline, how long requests answer without asking containerd
+
+T = TypeVar("T")
 
 
 class DamagedBlob(OSError):
@@ -97,6 +108,8 @@ class ContainerdStore:
         self._changes = ChangeBroadcast()
         self._lock = anyio.Lock()
         self._down_logged = False
+        self.stalled = False  # a request-path call ran past its deadline, and none has answered since
+        self._ask_again_at = 0.0  # monotonic: the request path does not ask containerd before this
 
     async def aclose(self) -> None:
         self._changes.close()
@@ -105,7 +118,7 @@ class ContainerdStore:
     # -- Store: reads ------------------------------------------------------------------------------
 
     async def info(self, digest: Digest) -> BlobInfo | None:
-        found = await self._client.info(digest)
+        found = await self._on_request_path(lambda: self._client.info(digest, REQUEST_DEADLINE_S))
         if found is None:
             return None
         return BlobInfo(digest, int(found.size), dict(found.labels))
@@ -146,7 +159,7 @@ class ContainerdStore:
     async def _readable_through_grpc(self, digest: Digest) -> bool:
         """Whether containerd can read the blob's first byte: a listed blob whose file is gone gets a
         fast 404 rather than a response that breaks before its first byte."""
-        chunks = self._client.read(digest, 0, 1)
+        chunks = self._client.read(digest, 0, 1, deadline_s=REQUEST_DEADLINE_S)
         try:
             async for _ in chunks:
                 return True
@@ -157,7 +170,7 @@ class ContainerdStore:
         return False
 
     async def read_manifest(self, digest: Digest) -> Manifest | None:
-        data = await self._read_small(digest)
+        data = await self._read_small(digest, on_request_path=True)
         if data is None:
             return None
         try:
@@ -167,7 +180,8 @@ class ContainerdStore:
         return Manifest(digest, media_type, data)
 
     async def resolve_tag(self, registry: str, repository: str, tag: str) -> Digest | None:
-        target = await self._client.get_image_target(tag_key(registry, repository, tag))
+        name = tag_key(registry, repository, tag)
+        target = await self._on_request_path(lambda: self._client.get_image_target(name, REQUEST_DEADLINE_S))
         if target is None:
             return None
         try:
@@ -190,10 +204,28 @@ class ContainerdStore:
 
     async def ready(self) -> bool:
         try:
-            await self._client.version()
+            await self._on_request_path(lambda: self._client.version(READY_DEADLINE_S))
         except StoreUnavailable:
             return False
         return True
+
+    async def _on_request_path(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Ask containerd for a request, unless it recently let a request-path call run out of time."""
+        if self.stalled and time.monotonic() < self._ask_again_at:
+            raise ContainerdStalled("containerd unavailable: it stopped answering; not asked again yet")
+        try:
+            answer = await call()
+        except ContainerdStalled:
+            self._ask_again_at = time.monotonic() + STALL_PAUSE_S
+            if not self.stalled:
+                self.stalled = True
+                log_event(log, "containerd_stalled", level=30, socket=self.socket_path,
+                          why="a call ran past its deadline", answering_404_for_s=STALL_PAUSE_S)
+            raise
+        if self.stalled:
+            self.stalled = False
+            log_event(log, "containerd_answering", socket=self.socket_path)
+        return answer
 
     # -- the event loop ----------------------------------------------------------------------------
 
@@ -367,7 +399,7 @@ class ContainerdStore:
         except StoreUnavailable:
             return None
 
-    async def _read_small(self, digest: Digest) -> bytes | None:
+    async def _read_small(self, digest: Digest, on_request_path: bool = False) -> bytes | None:
         """A manifest's bytes, verified against its digest (cheap at this size) when read from disk."""
         opened = self._open_file(digest, None) if str(digest) in self._index else None  # no size check
         if opened is not None:
@@ -381,6 +413,10 @@ class ContainerdStore:
                 return data
         if self._surely_absent(digest):
             return None
+        if on_request_path:
+            return await self._on_request_path(
+                lambda: self._client.read_all(digest, MAX_MANIFEST_BYTES, REQUEST_DEADLINE_S)
+            )
         return await self._client.read_all(digest, MAX_MANIFEST_BYTES)
 
     async def _exists(self, digest: Digest) -> bool:
