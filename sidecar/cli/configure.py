@@ -9,6 +9,7 @@ that names the flag or variable the value came from; nothing is written then.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -57,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--prepend-existing",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="keep the operator's existing mirrors after lokal's entry (default: off)",
+        help="keep the operator's existing hosts.toml (server, skip_verify, ca, mirrors) after lokal's entry "
+        "(default: on; --no-prepend-existing replaces it, keeping it only as the backup)",
     )
     parser.add_argument(
         "--upstream",
@@ -86,8 +88,16 @@ def run(args: argparse.Namespace) -> int:
     except (SettingError, HostsTreeError) as error:
         print(f"lokal configure: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    logger = get_logger("hosts")
+    if report.backed_up and not settings.prepend_existing:
+        log_event(
+            logger, "config_warning", level=logging.WARNING,
+            warning=f"--no-prepend-existing: lokal's hosts.toml replaced yours for "
+            f"{', '.join(report.backed_up)}; their server, skip_verify, ca and mirrors no longer apply "
+            "(kept as hosts.toml.lokal-backup)",
+        )
     log_event(
-        get_logger("hosts"),
+        logger,
         "hosts_configured",
         config_path=str(config_path),
         mirror=settings.mirror_url,
@@ -112,7 +122,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> HostsSett
         listen_port=port,
         registries=registries,
         resolve_tags=choose_bool(args.resolve_tags, "--resolve-tags", env, default=True),
-        prepend_existing=choose_bool(args.prepend_existing, "--prepend-existing", env, default=False),
+        prepend_existing=choose_bool(args.prepend_existing, "--prepend-existing", env, default=True),
         upstreams=upstreams,
     )
 

@@ -49,7 +49,9 @@ class HostsSettings:
     listen_port: int
     registries: tuple[str, ...] = DEFAULT_REGISTRIES
     resolve_tags: bool = True
-    prepend_existing: bool = False
+    # Keep the operator's own hosts.toml (server, skip_verify, ca, client, mirrors) after lokal's entry. Off,
+    # lokal's file replaces theirs (kept as the backup) and that registry's own settings stop applying.
+    prepend_existing: bool = True
     upstreams: Mapping[str, str] = field(default_factory=dict)  # registry -> server URL overrides
     dial_timeout: str = DEFAULT_DIAL_TIMEOUT
 

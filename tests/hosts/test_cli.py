@@ -145,3 +145,46 @@ def test_configure_logs_one_json_event_of_what_it_wrote(
     assert lokal("configure", "--config-path", str(tmp_path), "--mirrored-registries", "ghcr.io") == 0
     line = json.loads(capsys.readouterr().out.strip())
     assert line["event"] == "hosts_configured" and line["written"] == ["ghcr.io"]
+
+
+OPERATOR_REGISTRY = b"""\
+server = "https://registry.corp.example:8443"
+skip_verify = true
+
+[host."https://registry.corp.example:8443"]
+  capabilities = ["pull", "resolve"]
+  ca = "corp-ca.crt"
+  skip_verify = true
+"""
+
+
+def test_configure_keeps_the_operators_hosts_toml_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "registry.corp.example:8443"
+    registry.mkdir()
+    (registry / "hosts.toml").write_bytes(OPERATOR_REGISTRY)
+    argv = ["configure", "--config-path", str(tmp_path), "--mirrored-registries", registry.name]
+    assert lokal(*argv) == 0
+    parsed = tomllib.loads((registry / "hosts.toml").read_text())
+    assert parsed["server"] == "https://registry.corp.example:8443" and parsed["skip_verify"] is True
+    assert list(parsed["host"]) == ["http://127.0.0.1:5050", "https://registry.corp.example:8443"]
+    assert parsed["host"]["https://registry.corp.example:8443"]["ca"] == "corp-ca.crt"
+    assert "config_warning" not in capsys.readouterr().out
+
+
+def test_replacing_the_operators_hosts_toml_takes_an_explicit_setting_and_logs_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    registry = tmp_path / "registry.corp.example:8443"
+    registry.mkdir()
+    (registry / "hosts.toml").write_bytes(OPERATOR_REGISTRY)
+    argv = ["configure", "--config-path", str(tmp_path), "--mirrored-registries", registry.name]
+    assert lokal(*argv, "--no-prepend-existing") == 0
+    parsed = tomllib.loads((registry / "hosts.toml").read_text())
+    assert list(parsed["host"]) == ["http://127.0.0.1:5050"] and "skip_verify" not in parsed
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (warning,) = [line for line in lines if line["event"] == "config_warning"]
+    assert warning["level"] == "warning" and registry.name in warning["warning"]

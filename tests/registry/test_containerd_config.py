@@ -104,3 +104,35 @@ def test_a_real_pull_goes_through_lokal_with_the_files_lokal_configure_wrote(
         assert cri.pull(f"{name}/cfg/app:v1") == image.configs["linux/amd64"].digest
     pulls = [json.loads(line) for line in lokal.log_lines() if '"event":"pull"' in line]
     assert {p["result"] for p in pulls if p["kind"] == "blob"} == {"local"}
+
+
+@needs_real_parts
+def test_configure_keeps_the_operators_server_by_default_so_a_pull_lokal_misses_still_reaches_it(
+    processes: ProcessGroup, tmp_path: Path
+) -> None:
+    """The operator's hosts.toml is the only thing that says where this registry really is (here a
+    plain-HTTP server behind a name that resolves nowhere). `lokal configure` with its defaults must keep
+    it: lokal misses (it holds nothing) and containerd goes on to the operator's server."""
+    upstream = RegistryInstance(tmp_path / "upstream")
+    upstream.start(processes)
+    name = "registry.lokal.test"
+    image = build_image(tmp_path / "layout", "v1", [300_000], seed=5)
+    push_image(image, upstream.address, "ops/app")
+
+    puller = ContainerdInstance(tmp_path / "puller")
+    puller.start(processes)
+    puller.write_hosts(name, f"http://{upstream.address}")
+    lokal = LokalProcess(
+        processes, tmp_path / "lokal.log", "--containerd-socket", str(puller.socket),
+        "--discovery", "none", "--mirrored-registries", name,
+    )
+    args = [
+        sys.executable, "-m", "sidecar", "configure", "--config-path", str(puller.certs_d),
+        "--mirrored-registries", name, "--listen", f"0.0.0.0:{lokal.port}",
+    ]
+    subprocess.run(args, check=True, capture_output=True, timeout=60)
+
+    with CriClient(puller.socket) as cri:
+        assert cri.pull(f"{name}/ops/app:v1") == image.configs["linux/amd64"].digest
+    pulls = [json.loads(line) for line in lokal.log_lines() if '"event":"pull"' in line]
+    assert pulls and {p["result"] for p in pulls} == {"miss"}  # lokal was asked first, and missed
