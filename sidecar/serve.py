@@ -19,17 +19,21 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from sidecar.caps.pacer import TierCaps
 from sidecar.cluster import ClusterConfig, Membership, MembershipSource
 from sidecar.containerd import ContainerdStore, KeyChange, Store
 from sidecar.containerd.cri_config import check_cri_config, read_cri_config
+from sidecar.containerd.upstream_watch import UpstreamWatcher, ingest_size
 from sidecar.debug import Observability, observe, start_observability
 from sidecar.http import HttpServer, ServerLimits
 from sidecar.http.client import PeerClient
 from sidecar.logs import get_logger, log_event
 from sidecar.registry import RegistryHandler, Relay, RouteConfig
+from sidecar.registry.crossing import CrossingGate
 from sidecar.registry.handler import Admission, ReadinessCheck
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.relay import PeerRelay
+from sidecar.registry.speeds import SpeedBook
 from sidecar.routing.http_endpoint import peer_endpoint
 from sidecar.routing.http_transport import HttpPeerTransport, LocalIndex
 from sidecar.routing.router import OneHopRouter, RoutingSettings
@@ -59,6 +63,9 @@ class Node:
     limits: LimitReporter = field(default_factory=LimitReporter)
     tokens: PeerTokens | None = None
     observability: Observability | None = None  # metrics, /metrics and /_lokal/debug/ (sidecar/debug)
+    speeds: SpeedBook = field(default_factory=SpeedBook)  # upstream and region estimates (auto)
+    caps: TierCaps = field(default_factory=TierCaps)
+    crossing: CrossingGate | None = None
 
     def auth_headers(self) -> list[tuple[str, str]]:
         return [self.tokens.header] if self.tokens is not None else []
@@ -83,6 +90,7 @@ def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
         mode=TopologyMode(settings["topology_mode"]),
         cross_region=CrossRegion(settings["cross_region"]),
         allow_unknown_clients=settings["allow_unknown_clients"],
+        cross_region_bias=settings["cross_region_bias"],
     )
     handler = RegistryHandler(store, routes, Relay())
     limits = ServerLimits(
@@ -108,6 +116,9 @@ def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
     handler.admit = _admission(node)
     handler.readiness = _readiness(node)
     handler.uploads = Gate("peer_uploads", settings["max_peer_uploads"], node.limits)
+    node.caps = TierCaps.of(settings["cap_from_other_regions"], settings["cap_to_peers"])
+    handler.upload_cap = node.caps.to_peers
+    node.crossing = CrossingGate(policy, node.speeds, node.caps, size_of=lambda d: ingest_size(store, d))
     if settings["peer_token_file"]:
         node.tokens = PeerTokens(settings["peer_token_file"])  # TokenFileError names the setting
         handler.peer_auth = node.tokens.accepts
@@ -210,13 +221,19 @@ async def _start_peering(
     routers.append(router)
     node.router = router
     node.handler.peer_handler = peer_endpoint(lambda: router.service)
-    node.handler.relay = PeerRelay(
+    node.handler.relay = relay = PeerRelay(
         router, node.current_membership, node.policy, client, port, node.book,
         on_mismatch=node.store.abort_ingests,
         relays=Gate("relays", settings["max_relays"], node.limits),
         max_per_peer=settings["max_relays_per_peer"],
         auth_headers=node.auth_headers,
+        crossing=node.crossing,
     )
+    store = node.store
+    if isinstance(store, ContainerdStore):  # learn upstream speed from containerd's fetches after our 404s
+        watcher = UpstreamWatcher(lambda: store.content_root, node.speeds.upstream_seen)
+        relay.on_blob_miss = watcher.missed
+        tg.start_soon(watcher.run)
 
     async def advertise_local_content() -> None:
         await router.start(node.store.keys())

@@ -58,6 +58,26 @@ def _optional_text(value: str, setting: str) -> str | None:
     return value.strip() or None
 
 
+_RATE_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+               "kbit": 125, "mbit": 125e3, "gbit": 125e6}
+
+
+def parse_rate(value: str, setting: str) -> float | None:
+    """Bytes per second from `50MB`, `64MiB`, `400mbit` or a plain number; empty or 0: no cap."""
+    text = value.strip().lower().removesuffix("/s")
+    if not text or text == "0":
+        return None
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number):]
+    try:
+        rate = float(number) * _RATE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise SettingError(setting, f"{value!r} is not a rate like 50MB, 64MiB or 400mbit") from None
+    if not 0 < rate < float("inf"):  # also refuses NaN
+        raise SettingError(setting, f"{value!r} must be > 0 (or empty for no cap)")
+    return rate
+
+
 def _listen(value: str, setting: str) -> tuple[str, int]:
     host, sep, port = value.strip().rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -127,8 +147,16 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("zone-label", "topology.kubernetes.io/zone", _label_key, "Node label that names a node's zone"),
     Option("topology-mode", "prefer", _choice("isolate", "prefer"),
            "isolate: one P2P network per region; prefer: zone > region > other regions"),
-    Option("cross-region", "never", _choice("never", "always"),
-           "in prefer mode, whether a miss in this region may be fetched from another region"),
+    Option("cross-region", "never", _choice("never", "always", "auto"),
+           "in prefer mode, whether a miss in this region may be fetched from another region "
+           "(auto: blob by blob, when that is estimated faster than upstream)"),
+    Option("cross-region-bias", "1.0", _positive(float),
+           "auto crosses regions when bias x over-region time < upstream time: above 1 leans to upstream "
+           "(inter-region bytes cost), below 1 to peers (a rate-limited registry)"),
+    Option("cap-from-other-regions", "", parse_rate,
+           "cap on bytes/s received from peers in other regions, e.g. 50MB or 400mbit (unset: none)"),
+    Option("cap-to-peers", "", parse_rate,
+           "cap on bytes/s uploaded to peers, all tiers together, e.g. 100MB (unset: none)"),
     Option("allow-unknown-clients", "false", parse_bool,
            "serve clients that are neither loopback nor a known node"),
     Option("advertise-interval", "600", _positive(float), "seconds between full re-advertisements"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from anyio.abc import TaskGroup
 
+from sidecar.debug.crossing import CrossingCollector, crossing_state
 from sidecar.debug.endpoint import OperatorEndpoint, metrics_only
 from sidecar.debug.status import node_state
 from sidecar.debug.view import NodeView
@@ -35,6 +36,7 @@ def observe(node: NodeView) -> Observability:
     metrics = Metrics()
     pulls = PullMetrics(metrics, node.current_membership)
     metrics.registry.register(NodeStateCollector(lambda: node_state(node)))
+    metrics.registry.register(CrossingCollector(lambda: crossing_state(node)))
     endpoint = OperatorEndpoint(node, metrics, pulls.tally)
     node.handler.pull_observer = pulls
     node.limits.on_hit = metrics.limit_hit

@@ -29,6 +29,7 @@ def format_status(doc: dict[str, Any]) -> str:
     containerd = doc["containerd"]
     lines.append(f"containerd {containerd['state']}"
                  + (f", {containerd['absent_blobs']} absent blobs" if containerd["absent_blobs"] else ""))
+    lines.extend(_crossing_lines(doc.get("crossing")))
     peers = doc["peers"]
     lines.append("")
     lines.append(f"peers ({len(peers)})" if peers else "peers     none")
@@ -63,12 +64,44 @@ def format_status(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _speed(est: dict[str, Any]) -> str:
+    rate = "-" if est["rate_mbps"] is None else f"{est['rate_mbps']} MB/s"
+    first = "-" if est["first_byte_ms"] is None else f"{est['first_byte_ms']} ms"
+    stale = "" if est["fresh"] else ", stale"
+    return f"{rate}, first byte {first} ({est['rate_samples']} samples, {est['age_s']}s ago{stale})"
+
+
+def _crossing_lines(crossing: dict[str, Any] | None) -> list[str]:
+    if not crossing:
+        return []
+    lines = ["", f"speeds    learned (auto bias {crossing['bias']:g})"]
+    for registry, est in crossing["upstream"].items():
+        lines.append(f"  upstream {registry:<28} {_speed(est)}")
+    for region, est in crossing["regions"].items():
+        lines.append(f"  region   {region:<28} {_speed(est)}")
+    if not crossing["upstream"] and not crossing["regions"]:
+        lines.append("  nothing measured yet")
+    if crossing["decisions"]:
+        made = ", ".join(f"{d['choice']} ({d['basis']}) {d['count']}" for d in crossing["decisions"])
+        lines.append(f"  auto decisions: {made}")
+    for name, cap in crossing["caps"].items():
+        lines.append(f"  cap {name}: {_bytes(cap['rate_bytes_per_s'])}/s, throttled {cap['throttled_s']}s, "
+                     f"refused {cap['refused']}, {cap['active']} active")
+    return lines
+
+
 def format_where(doc: dict[str, Any]) -> str:
     lines = [f"{doc['registry']}/{doc['repository']}@{doc['digest']}",
              f"seen from {doc['node']} ({doc['mode']}, cross-region {doc['cross_region']})", ""]
     for blob in doc["blobs"]:
         size = "" if blob["size"] is None else f"  {_bytes(blob['size'])}"
         lines.append(f"{blob['kind']:<8} {blob['short']}{size}  -> {blob['verdict']}: {blob['why']}")
+        auto = blob.get("auto")
+        if auto:
+            over, up = auto["auto_over_region_s"], auto["auto_upstream_s"]
+            lines.append(f"    auto: {auto['auto_choice']} (over {auto['auto_region']} "
+                         f"{'-' if over is None else f'{over:.2f}s'}, upstream "
+                         f"{'-' if up is None else f'{up:.2f}s'})")
         for position, source in enumerate(blob["order"], 1):
             lines.append(f"    {position}. {source['node']:<24} {source['tier']:<13} {source['reason']}")
         for source in blob["refused"]:

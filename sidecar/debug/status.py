@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar.cluster.model import Membership, Peer
+from sidecar.debug.crossing import crossing_state
 from sidecar.debug.view import NodeView
 from sidecar.debug.warnings import runtime_warnings, settings_warnings
 from sidecar.metrics.state import NodeState, peer_state
@@ -146,6 +147,7 @@ def status_report(node: NodeView, tally: PullTally, now: float) -> dict[str, Any
             "absent_blobs": state.absent_blobs,
         },
         "peers_marked_bad": state.peers_marked_bad,
+        "crossing": crossing_state(node),
         "warnings": all_warnings(node),
         "requests": tally.snapshot(),
     }

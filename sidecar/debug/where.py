@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sidecar.cluster.model import Membership, Peer
@@ -34,9 +34,11 @@ from sidecar.oci import (
 )
 from sidecar.oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from sidecar.oci.reference import is_tag
+from sidecar.registry.crossing import plan_crossing
 from sidecar.registry.providers import MAX_PROVIDERS_TRIED, choose_providers
 from sidecar.registry.pulls import PullRecord
 from sidecar.registry.routes import ManifestRequest
+from sidecar.registry.speeds import SpeedBook
 from sidecar.topology.policy import PeerStats, TopologyPolicy, tier_of
 from sidecar.topology.tiers import Tier
 
@@ -74,6 +76,7 @@ class SourcePlan:
     strangers: tuple[str, ...]  # holders named by the index that are not in the membership
     verdict: str  # "local" | "peer" | "upstream"
     why: str
+    auto: dict[str, object] | None = None  # the cross-region auto decision, when one was needed
 
 
 def parse_target(text: str, default_registry: str = DEFAULT_REGISTRY) -> Target:
@@ -124,14 +127,29 @@ def plan_sources(
     now: float,
     held_locally: bool,
     quarantined: Collection[str] = (),
+    speeds: SpeedBook | None = None,
+    size: int | None = None,
+    registry: str = "",
 ) -> SourcePlan:
-    """The order the relay would try the holders in, what it would not ask, and the verdict."""
+    """The order the relay would try the holders in, what it would not ask, and the verdict. With
+    `speeds`, other-region holders go through the relay's crossing rule too (auto, sidecar/registry/
+    crossing.py), for a blob of `size` from `registry`."""
     order: list[Source] = []
     if held_locally:
         here = "in this node's content store"
         order.append(Source(me.name, Tier.SAME_NODE.value, me.region, me.zone, here))
     choice = choose_providers(me, holders, membership, stats, policy, now=now, quarantined=quarantined)
-    for position, provider in enumerate(choice.ranked):
+    ranked = list(choice.ranked)
+    crossing = None
+    if speeds is not None and not held_locally:
+        crossing = plan_crossing(ranked, policy=policy, size=size, registry=registry, speeds=speeds,
+                                 now=speeds.clock())
+        dropped = [p for p in ranked if p not in crossing.kept]
+        ranked = list(crossing.kept)
+        why_dropped = crossing.dropped_reason or "auto: a closer provider is best, no cross-region fallback"
+        choice = replace(choice, refused=choice.refused + tuple((p.peer, why_dropped) for p in dropped))
+    auto = crossing.decision.fields() if crossing is not None and crossing.decision is not None else None
+    for position, provider in enumerate(ranked):
         reason = provider.reason
         if position >= MAX_PROVIDERS_TRIED:
             reason += f"; not tried (the relay asks at most {MAX_PROVIDERS_TRIED})"
@@ -143,12 +161,16 @@ def plan_sources(
     )
     if held_locally:
         return SourcePlan(tuple(order), refused, choice.strangers, "local", "held by this node")
-    if choice.ranked:
-        best = choice.ranked[0]
-        return SourcePlan(tuple(order), refused, choice.strangers, "peer",
-                          f"relayed from {best.peer.name} ({best.tier.value})")
+    if ranked:
+        best = ranked[0]
+        why = f"relayed from {best.peer.name} ({best.tier.value})"
+        if auto is not None:
+            why += f"; auto: {auto['auto_reason']}"
+        return SourcePlan(tuple(order), refused, choice.strangers, "peer", why, auto)
     why = "no node holds it" if not holders else choice.reason
-    return SourcePlan(tuple(order), refused, choice.strangers, "upstream", why)
+    if crossing is not None and crossing.dropped_reason:
+        why = crossing.dropped_reason
+    return SourcePlan(tuple(order), refused, choice.strangers, "upstream", why, auto)
 
 
 # -- the I/O shell ------------------------------------------------------------------------------------
@@ -251,7 +273,8 @@ class _Walker:
             except Exception as exc:  # a failed lookup is a miss, as in the relay
                 entry["lookup_error"] = str(exc)[:200]
         plan = plan_sources(me, holders, membership, node.book.snapshot(), node.policy,
-                            now=time.monotonic(), held_locally=held, quarantined=node.book.quarantined())
+                            now=time.monotonic(), held_locally=held, quarantined=node.book.quarantined(),
+                            speeds=getattr(node, "speeds", None), size=size, registry=self.registry)
         entry.update(
             holders=list(holders),
             order=[asdict(s) for s in plan.order],
@@ -259,6 +282,7 @@ class _Walker:
             strangers=list(plan.strangers),
             verdict=plan.verdict,
             why=plan.why,
+            auto=plan.auto,
         )
         return entry
 

@@ -75,8 +75,11 @@ class StreamedResponse:
     def header(self, name: str) -> str | None:
         return _header(self.headers, name)
 
-    async def iter_chunks(self, stall_timeout: float | None = None) -> AsyncIterator[bytes]:
+    async def iter_chunks(
+        self, stall_timeout: float | None = None, max_chunk: int | None = None
+    ) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive; PeerTimeout if no byte comes for `stall_timeout` seconds.
+        `max_chunk` bounds each read (a paced reader keeps the window it opens small).
 
         A body cut short by the peer raises PeerProtocolError (never a silent short read).
         """
@@ -84,7 +87,7 @@ class StreamedResponse:
         if conn is None:
             raise PeerProtocolError("response already closed")
         try:
-            async for chunk in conn.body_chunks(stall_timeout):
+            async for chunk in conn.body_chunks(stall_timeout, max_chunk):
                 yield chunk
         except TimeoutError as exc:
             await self.abort()

@@ -137,8 +137,12 @@ class PeerConnection:
         if self._remaining == 0:
             self._complete = not self._buffered
 
-    async def body_chunks(self, stall_timeout: float | None) -> AsyncIterator[bytes]:
-        """The body's bytes as they arrive. A body cut short raises h11.RemoteProtocolError."""
+    async def body_chunks(
+        self, stall_timeout: float | None, max_chunk: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, at most `max_chunk` per read. A body cut short raises
+        h11.RemoteProtocolError."""
+        read_size = min(RECV_SIZE, max_chunk) if max_chunk else RECV_SIZE
         if self._remaining is None:
             async for chunk in self._h11_body(stall_timeout):
                 yield chunk
@@ -152,7 +156,7 @@ class PeerConnection:
             self._remaining = remaining
             yield chunk
         while remaining > 0:
-            chunk = await self._recv(min(RECV_SIZE, remaining), stall_timeout)
+            chunk = await self._recv(min(read_size, remaining), stall_timeout)
             if not chunk:
                 raise h11.RemoteProtocolError(f"the body ended {remaining} bytes short")
             remaining -= len(chunk)

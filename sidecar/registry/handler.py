@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from sidecar.caps.pacer import Cap, paced_response
 from sidecar.containerd import FileBlob, OpenBlob, Store, StoreUnavailable
 from sidecar.http.messages import FileBody, Request, Response, StreamBody
 from sidecar.oci import Digest, ErrorCode, error_body
@@ -74,6 +75,7 @@ class RegistryHandler:
     peer_auth: Callable[[str | None], bool] | None = None  # --peer-token-file: the token check
     uploads: Gate | None = None  # concurrent bodies served to peers
     refusals: RefusalLog = field(default_factory=RefusalLog)  # logged (rate-limited) and counted
+    upload_cap: Cap | None = None  # --cap-to-peers: bytes/s served to peers
 
     def _authenticated(self, request: Request) -> bool:
         """Peers must present the shared token when one is configured; containerd (loopback) never does."""
@@ -133,6 +135,12 @@ class RegistryHandler:
         local_only = request.header(LOCAL_ONLY_HEADER) is not None
         record.for_peer = local_only
         gate = self.uploads if local_only and request.method == "GET" else None
+        capped = self.upload_cap if gate is not None else None
+        if capped is not None and not capped.admits():
+            record.missed(Miss.CAPPED, "upload cap reached (its backlog is too long)")
+            record.status = 503
+            record.finish()
+            return oci_error(503, ErrorCode.UNSUPPORTED, "this node is at its upload cap")
         if gate is not None and not gate.try_enter(client=request.client[0]):
             # A fast refusal: the asking peer tries its next provider at once.
             record.missed(Miss.UPLOAD_LIMIT, "upload limit reached")
@@ -153,6 +161,8 @@ class RegistryHandler:
                 gate.leave()
             else:
                 response = on_body_done(response, gate.leave)
+                if capped is not None:
+                    response = paced_response(response, capped)
         if response is None:
             code = ErrorCode.BLOB_UNKNOWN if kind == "blob" else ErrorCode.MANIFEST_UNKNOWN
             response = oci_error(404, code, record.reason or "not found on this node")

@@ -47,13 +47,18 @@ class Miss(StrEnum):
     PER_PEER_CAP = "per_peer_cap"  # --max-relays-per-peer: every allowed holder already serves that many
     QUARANTINED = "quarantined"  # every allowed holder recently sent bytes failing their digest
     UPLOAD_LIMIT = "upload_limit"  # --max-peer-uploads: the provider (or, for a peer, this node) is full
+    CAPPED = "capped"  # a tier cap (--cap-*) would have made the transfer wait too long
+    # --cross-region auto: the best provider is in another region, and upstream is estimated cheaper.
+    AUTO_UPSTREAM = "auto_chose_upstream"
 
     @property
     def is_limit(self) -> bool:
         return self in LIMIT_MISSES
 
 
-LIMIT_MISSES = frozenset({Miss.RELAY_LIMIT, Miss.PER_PEER_CAP, Miss.QUARANTINED, Miss.UPLOAD_LIMIT})
+LIMIT_MISSES = frozenset(
+    {Miss.RELAY_LIMIT, Miss.PER_PEER_CAP, Miss.QUARANTINED, Miss.UPLOAD_LIMIT, Miss.CAPPED}
+)
 MISS_CATEGORIES = tuple(m.value for m in Miss)
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from sidecar.caps.pacer import CapExceeded
 from sidecar.cluster.model import Membership
 from sidecar.http.client import PeerClient, PeerHttpError, StreamedResponse
 from sidecar.http.messages import Response, StreamBody
@@ -34,6 +35,7 @@ from sidecar.logs import get_logger, log_event
 from sidecar.oci import Digest, NotAManifest, load_manifest
 from sidecar.oci.mediatypes import MAX_MANIFEST_BYTES
 from sidecar.registry.bodies import on_body_done
+from sidecar.registry.crossing import CrossingGate, relay_chunks
 from sidecar.registry.handler import LOCAL_ONLY_HEADER, Relay
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.providers import choose_providers
@@ -41,7 +43,7 @@ from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.routes import BlobRequest, ManifestRequest
 from sidecar.routing.router import Router
 from sidecar.security import Gate
-from sidecar.topology.modes import CrossRegion, TopologyMode
+from sidecar.topology.modes import TopologyMode
 from sidecar.topology.policy import RankedProvider, TopologyPolicy
 
 log = get_logger("relay")
@@ -70,6 +72,8 @@ class PeerRelay(Relay):
     relays: Gate = field(default_factory=lambda: Gate("relays", 64))  # --max-relays
     max_per_peer: int = 8  # --max-relays-per-peer
     auth_headers: Callable[[], list[tuple[str, str]]] = list  # the peer token, when configured
+    crossing: CrossingGate | None = None  # auto, the cross-region cap, and the region speeds
+    on_blob_miss: Callable[[str, Digest], None] | None = None  # UpstreamWatcher.missed
 
     async def fetch(
         self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
@@ -84,13 +88,15 @@ class PeerRelay(Relay):
             raise
         if response is None:
             self.relays.leave()
+            if self.on_blob_miss is not None and isinstance(plan, BlobRequest) and record.method == "GET":
+                self.on_blob_miss(plan.registry, digest)  # containerd goes upstream now: watch it
             return None
         return on_body_done(response, self.relays.leave)
 
     async def _fetch(
         self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
     ) -> Response | None:
-        ranked = await self._providers(digest, record)
+        ranked = await self._providers(digest, record, plan.registry)
         if not ranked:
             return None
         path = f"/v2/{plan.repository}/{'blobs' if isinstance(plan, BlobRequest) else 'manifests'}/{digest}"
@@ -111,14 +117,14 @@ class PeerRelay(Relay):
 
     # -- choosing providers ------------------------------------------------------------------------
 
-    async def _providers(self, digest: Digest, record: PullRecord) -> list[RankedProvider]:
+    async def _providers(self, digest: Digest, record: PullRecord, registry: str) -> list[RankedProvider]:
         membership = self.membership()
         me = membership.me if membership else None
         if membership is None or me is None:
             record.missed(Miss.NO_MEMBERSHIP, "membership not known yet")
             return []
         other_regions: Sequence[str] = ()
-        if self.policy.mode is TopologyMode.PREFER and self.policy.cross_region is CrossRegion.ALWAYS:
+        if self.policy.mode is TopologyMode.PREFER and self.policy.cross_region.crosses:
             other_regions = [r for r in membership.regions() if r and r != me.region]
         started = time.monotonic()
         try:
@@ -138,6 +144,8 @@ class PeerRelay(Relay):
             self.relays.reporter.hit("relays_per_peer", capacity=self.max_per_peer, peers=choice.busy)
         if choice.miss is not None:
             record.missed(choice.miss, choice.reason)
+        if self.crossing is not None:
+            return self.crossing.filter(choice.to_try, registry, digest, record)
         return list(choice.to_try)
 
     async def _open(
@@ -199,6 +207,8 @@ class PeerRelay(Relay):
                 log_event(log, "peer_failed", level=30, peer=peer.name, error=str(exc))
             else:
                 self.book.headers_after(time.monotonic() - started)
+                if self.crossing is not None:
+                    self.crossing.speeds.region_first_byte(peer.region, time.monotonic() - started)
                 if response.status not in (200, 206):
                     if response.status == 503:  # the provider's upload limit: a fast, honest no
                         record.providers_busy += 1
@@ -308,7 +318,8 @@ class _RelayBody:
             book.started(name)
             began, before = time.monotonic(), received
             try:
-                async for chunk in self.response.iter_chunks(stall_timeout=STALL_TIMEOUT):
+                caps = self.relay.crossing.caps if self.relay.crossing is not None else None
+                async for chunk in relay_chunks(self.response, self.provider.tier, caps, STALL_TIMEOUT):
                     if received + len(chunk) > self.length:
                         raise RelayFailed(f"{name} sent more than {self.length} bytes")
                     received += len(chunk)
@@ -321,8 +332,12 @@ class _RelayBody:
                 if received < self.length:
                     raise RelayFailed(f"{name} ended the body at {received} of {self.length}")
                 book.transferred(name, received - before, time.monotonic() - began)
+                if self.relay.crossing is not None:
+                    self.relay.crossing.speeds.region_body(
+                        self.provider.peer.region, received - before, time.monotonic() - began
+                    )
                 break
-            except (PeerHttpError, RelayFailed) as exc:
+            except (PeerHttpError, RelayFailed, CapExceeded) as exc:
                 book.failed(name)
                 log_event(log, "relay_resume", level=30, peer=name, digest=self.digest.short,
                           at=self.start + received, error=str(exc))

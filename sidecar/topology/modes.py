@@ -40,8 +40,14 @@ class TopologyMode(StrEnum):
 
 
 class CrossRegion(StrEnum):
-    """Whether prefer mode may fetch from another region. A cost-based `auto` is planned: the ranking
-    already reports tiers, so `auto` only needs an estimate of the upstream time to compare against."""
+    """Whether prefer mode may fetch from another region: never, always, or blob by blob when that beats
+    upstream (`auto`, the rule in sidecar/topology/crossing.py)."""
 
     NEVER = "never"
     ALWAYS = "always"
+    AUTO = "auto"
+
+    @property
+    def crosses(self) -> bool:
+        """Whether providers in other regions are looked up and may be asked at all."""
+        return self is not CrossRegion.NEVER

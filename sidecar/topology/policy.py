@@ -40,6 +40,8 @@ class TopologyPolicy:
     failure_memory_s: float = 60.0
     # Throughput assumed for a peer never measured, so that new peers get tried between fast and slow ones.
     default_throughput_bps: float = 50e6
+    # --cross-region-bias: auto crosses when bias x over-region time < upstream time (crossing.py).
+    cross_region_bias: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
