@@ -231,7 +231,7 @@ async def _start_peering(
     )
     store = node.store
     if isinstance(store, ContainerdStore):  # learn upstream speed from containerd's fetches after our 404s
-        watcher = UpstreamWatcher(lambda: store.content_root, node.speeds.upstream_seen)
+        watcher = UpstreamWatcher(lambda: store.content_root, store.namespace, node.speeds.upstream_seen)
         relay.on_blob_miss = watcher.missed
         tg.start_soon(watcher.run)
 

@@ -6,15 +6,14 @@ upstream into an ingest (`<content root>/ingest/<dir>/` with `ref`, `total` and 
 404 to the first new byte) and throughput (bytes grown over the time they took).
 
 Rules:
-- Files only, read-only: `ref` to find the digest's ingest, `total` for its size, stat of `data` for its
-  progress. No gRPC call on this path.
+- Files only, read-only: the digest's ingest, then a stat of its `data` per look. No gRPC call on this path.
 - Bounded: at most `MAX_WATCHES` watches at once (more are dropped, never queued), each ends after
   `STALL_S` without growth, when the ingest goes away, or after `MAX_WATCH_S`.
 - A watch reports at most one sample, and only what it saw: bytes grown between its first and last
   observation of growth (an aborted ingest still measured the link while it grew). The bytes that arrived
   before the first look that saw growth are not counted: their start time is unknown.
-- The minimal ingest locator here (`find_ingest`) is for this watcher; the share-while-downloading
-  follower owns the general one.
+- The ingest is found with sidecar/containerd/ingest.py (the share-while-downloading locator); only the
+  configured namespace's ingests count.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from sidecar.containerd.ingest import Ingest, find_ingest
 from sidecar.logs import get_logger, log_event
 from sidecar.oci import Digest
 
@@ -39,52 +39,20 @@ MAX_WATCH_S = 600.0
 MAX_WATCHES = 8
 
 
-@dataclass(frozen=True, slots=True)
-class Ingest:
-    directory: str
-    ref: str
-    total: int | None  # the expected size, when containerd knew it
-
-
-def find_ingest(content_root: str, digest: Digest) -> Ingest | None:
-    """The ingest whose ref ends with `digest` (e.g. `k8s.io/1/layer-sha256:<hex>`), or None."""
-    ingest_root = os.path.join(content_root, "ingest")
-    try:
-        names = os.listdir(ingest_root)
-    except OSError:
-        return None
-    wanted = str(digest)
-    for name in names:
-        directory = os.path.join(ingest_root, name)
-        ref = _read_text(os.path.join(directory, "ref"))
-        if ref is not None and ref.endswith(wanted):
-            total_text = _read_text(os.path.join(directory, "total"))
-            total = int(total_text) if total_text and total_text.strip().isdigit() else None
-            return Ingest(directory, ref, total)
-    return None
-
-
 def ingest_size(store: object, digest: Digest) -> int | None:
     """The size containerd expects for `digest`, from its ingest of it (containerd opens the ingest before
     it asks the mirror), or None: no content root known, no ingest, or no size given."""
     root = getattr(store, "content_root", None)
-    if not isinstance(root, str) or not root:
+    namespace = getattr(store, "namespace", None)
+    if not isinstance(root, str) or not root or not isinstance(namespace, str):
         return None
-    ingest = find_ingest(root, digest)
-    return ingest.total if ingest is not None else None
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            return file.read(4096)
-    except OSError:
-        return None
+    ingest = find_ingest(root, digest, namespace)
+    return ingest.total if ingest is not None and ingest.total > 0 else None
 
 
 def _data_size(ingest: Ingest) -> int | None:
     try:
-        return os.stat(os.path.join(ingest.directory, "data")).st_size
+        return os.stat(ingest.data_path).st_size
     except OSError:
         return None
 
@@ -103,9 +71,10 @@ Report = Callable[[UpstreamSample], None]
 class UpstreamWatcher:
     """`missed()` from the relay after a blob 404; `run()` in the node's task group does the watching."""
 
-    def __init__(self, content_root: Callable[[], str | None], report: Report,
+    def __init__(self, content_root: Callable[[], str | None], namespace: str, report: Report,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.content_root = content_root
+        self.namespace = namespace
         self.report = report
         self.clock = clock
         self.active = 0
@@ -151,7 +120,7 @@ class UpstreamWatcher:
         clock = self.clock
         ingest = None
         while ingest is None:
-            ingest = find_ingest(root, digest)
+            ingest = find_ingest(root, digest, self.namespace)
             if ingest is None:
                 if clock() - answered_at > FIND_S:
                     return None

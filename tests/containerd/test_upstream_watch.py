@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from sidecar.containerd.upstream_watch import UpstreamSample, UpstreamWatcher, find_ingest, ingest_size
+from sidecar.containerd.upstream_watch import UpstreamSample, UpstreamWatcher, ingest_size
 from sidecar.oci import parse_digest
 
 DIGEST = parse_digest("sha256:" + "ab" * 32)
@@ -42,17 +42,17 @@ async def grow(
         os.unlink(directory / "data")  # aborted
 
 
-def test_find_ingest_and_its_size(tmp_path: Path) -> None:
+def test_the_size_containerd_expects_comes_from_its_ingest(tmp_path: Path) -> None:
     make_ingest(tmp_path, 12345)
-    found = find_ingest(str(tmp_path), DIGEST)
-    assert found is not None and found.total == 12345 and found.ref.endswith(str(DIGEST))
-    assert find_ingest(str(tmp_path), parse_digest("sha256:" + "cd" * 32)) is None
-    assert find_ingest(str(tmp_path / "nowhere"), DIGEST) is None
 
     class Store:
         content_root = str(tmp_path)
+        namespace = "k8s.io"
 
     assert ingest_size(Store(), DIGEST) == 12345
+    assert ingest_size(Store(), parse_digest("sha256:" + "cd" * 32)) is None
+    Store.namespace = "default"  # another namespace's ingest is not ours
+    assert ingest_size(Store(), DIGEST) is None
     assert ingest_size(object(), DIGEST) is None
 
 
@@ -60,7 +60,7 @@ def test_find_ingest_and_its_size(tmp_path: Path) -> None:
 async def test_watch_reports_first_byte_and_rate_of_what_it_saw(tmp_path: Path, commit: bool) -> None:
     directory = make_ingest(tmp_path, 20 * CHUNK)
     samples: list[UpstreamSample] = []
-    watcher = UpstreamWatcher(lambda: str(tmp_path), samples.append)
+    watcher = UpstreamWatcher(lambda: str(tmp_path), "k8s.io", samples.append)
     async with anyio.create_task_group() as tg:
         tg.start_soon(watcher.run)
         watcher.missed("lab:5000", DIGEST)
@@ -84,6 +84,6 @@ async def test_watch_reports_first_byte_and_rate_of_what_it_saw(tmp_path: Path, 
 
 async def test_no_ingest_no_sample(tmp_path: Path) -> None:
     samples: list[UpstreamSample] = []
-    watcher = UpstreamWatcher(lambda: str(tmp_path), samples.append)
+    watcher = UpstreamWatcher(lambda: str(tmp_path), "k8s.io", samples.append)
     assert await watcher.watch("r", DIGEST, answered_at=watcher.clock() - 10) is None
     assert samples == []
