@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sidecar.cluster.model import Membership, Peer
+from sidecar.membership import Membership, Peer
 from sidecar.routing import (
     Advertiser,
     AdvertiseReply,

@@ -20,7 +20,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from sidecar.caps.pacer import TierCaps
-from sidecar.cluster import ClusterConfig, Membership, MembershipSource
+from sidecar.cluster import ClusterConfig, MembershipSource
 from sidecar.containerd import ContainerdStore, KeyChange, Store
 from sidecar.containerd.cri_config import check_cri_config, read_cri_config
 from sidecar.containerd.upstream_watch import UpstreamWatcher, ingest_size
@@ -28,6 +28,7 @@ from sidecar.debug import Observability, observe, start_observability
 from sidecar.http import HttpServer, ServerLimits
 from sidecar.http.client import PeerClient
 from sidecar.logs import get_logger, log_event
+from sidecar.membership import CrossRegion, Membership, TopologyLabels, TopologyMode
 from sidecar.registry import RegistryHandler, Relay, RouteConfig
 from sidecar.registry.crossing import CrossingGate
 from sidecar.registry.handler import Admission, ReadinessCheck
@@ -39,7 +40,6 @@ from sidecar.routing.http_transport import HttpPeerTransport, LocalIndex
 from sidecar.routing.router import OneHopRouter, RoutingSettings
 from sidecar.security import Gate, LimitReporter, PeerTokens
 from sidecar.topology.admission import admit_request
-from sidecar.topology.modes import CrossRegion, TopologyLabels, TopologyMode
 from sidecar.topology.policy import TopologyPolicy
 from sidecar.topology.validation import policy_warnings
 

@@ -1,6 +1,6 @@
 """Cluster membership: who the peers are, from Kubernetes Node objects.
 
-The model (`Peer`, `Membership`, `diff`) and the node parser are pure. `MembershipSource` is the I/O shell:
+The node parser is pure (the model it fills is `sidecar.membership`). `MembershipSource` is the I/O shell:
 a reflector (list + watch) around the official `kubernetes` client, which is imported only when it starts.
 """
 
@@ -11,7 +11,6 @@ from sidecar.cluster.config import (
     WatchTimings,
     node_label_selector,
 )
-from sidecar.cluster.model import Membership, MembershipChange, Peer, diff
 from sidecar.cluster.nodes import ParsedNode, parse_node
 from sidecar.cluster.source import MembershipSource, MembershipSubscription, summarize
 
@@ -19,14 +18,10 @@ __all__ = [
     "AddressFamily",
     "ClusterConfig",
     "ClusterConfigError",
-    "Membership",
-    "MembershipChange",
     "MembershipSource",
     "MembershipSubscription",
     "ParsedNode",
-    "Peer",
     "WatchTimings",
-    "diff",
     "node_label_selector",
     "parse_node",
     "summarize",

@@ -14,9 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sidecar.cluster.config import AddressFamily
-from sidecar.cluster.model import Membership, Peer
 from sidecar.cluster.nodes import DEFAULT_LABELS, NodeProblemLog, parse_node
-from sidecar.topology.modes import TopologyLabels
+from sidecar.membership import Membership, Peer, TopologyLabels
 
 
 class PeerCache:

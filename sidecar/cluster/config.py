@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sidecar.topology.modes import REGION_LABEL, TopologyLabels, TopologyMode
+from sidecar.membership import REGION_LABEL, TopologyLabels, TopologyMode
 
 AddressFamily = Literal["ipv4", "ipv6"]
 

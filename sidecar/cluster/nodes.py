@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.cluster.config import AddressFamily
-from sidecar.cluster.model import Peer
-from sidecar.topology.modes import TopologyLabels
+from sidecar.membership import Peer, TopologyLabels
 
 DEFAULT_LABELS = TopologyLabels()
 

@@ -26,10 +26,9 @@ from sidecar.backoff import Backoff
 from sidecar.cluster.cache import PeerCache
 from sidecar.cluster.config import AddressFamily, ClusterConfigError, WatchTimings
 from sidecar.cluster.kube_api import ApiError, ApiUnavailable, JsonDict, NodeApi
-from sidecar.cluster.model import Membership, Peer
 from sidecar.cluster.nodes import DEFAULT_LABELS, NodeProblemLog, parse_node
 from sidecar.logs import get_logger, log_event
-from sidecar.topology.modes import TopologyLabels
+from sidecar.membership import Membership, Peer, TopologyLabels
 
 _LOG = get_logger("cluster")
 

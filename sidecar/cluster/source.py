@@ -31,10 +31,9 @@ from anyio.abc import TaskStatus
 
 from sidecar.cluster.config import ClusterConfig, node_label_selector
 from sidecar.cluster.kube_api import KubernetesNodeApi, NodeApi
-from sidecar.cluster.model import Membership, MembershipChange, Peer, diff
 from sidecar.cluster.reflector import NodeReflector
 from sidecar.logs import get_logger, log_event
-from sidecar.topology.modes import TopologyMode
+from sidecar.membership import Membership, MembershipChange, Peer, TopologyMode, diff
 from sidecar.topology.validation import unlabelled_node_warning
 
 _LOG = get_logger("cluster")

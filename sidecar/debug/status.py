@@ -13,13 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sidecar.cluster.model import Membership, Peer
 from sidecar.debug.crossing import crossing_state
 from sidecar.debug.view import NodeView
 from sidecar.debug.warnings import runtime_warnings, settings_warnings
+from sidecar.membership import REGION_LABEL, ZONE_LABEL, Membership, Peer, TopologyLabels
 from sidecar.metrics.state import NodeState, peer_state
 from sidecar.metrics.tally import PullTally
-from sidecar.topology.modes import REGION_LABEL, ZONE_LABEL, TopologyLabels
 from sidecar.topology.policy import PeerStats, TopologyPolicy, eligibility
 from sidecar.topology.validation import policy_warnings, unlabelled_node_warning
 

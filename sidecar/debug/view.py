@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from sidecar.cluster.model import Membership
 from sidecar.containerd import Store
+from sidecar.membership import Membership
 from sidecar.registry import RegistryHandler
 from sidecar.registry.peerstats import PeerBook
 from sidecar.security import LimitReporter

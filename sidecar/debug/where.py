@@ -19,9 +19,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from sidecar.cluster.model import Membership, Peer
 from sidecar.containerd import StoreUnavailable
 from sidecar.debug.view import NodeView
+from sidecar.membership import Membership, Peer, Tier
 from sidecar.oci import (
     Digest,
     InvalidDigest,
@@ -40,7 +40,6 @@ from sidecar.registry.pulls import PullRecord
 from sidecar.registry.routes import ManifestRequest
 from sidecar.registry.speeds import SpeedBook
 from sidecar.topology.policy import PeerStats, TopologyPolicy, tier_of
-from sidecar.topology.tiers import Tier
 
 MAX_ENTRIES = 256
 MAX_DEPTH = 4

@@ -19,13 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sidecar.cluster.model import Membership
+from sidecar.membership import Membership, Tier
 from sidecar.metrics.definitions import Metrics
 from sidecar.metrics.tally import PullTally
 from sidecar.registry.pulls import PullRecord
 from sidecar.topology.admission import normalize_address
 from sidecar.topology.policy import tier_of
-from sidecar.topology.tiers import Tier
 
 HITS = ("local", "peer")
 

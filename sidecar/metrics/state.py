@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from sidecar.cluster.model import Peer
+from sidecar.membership import Peer
 
 
 @dataclass(frozen=True, slots=True)

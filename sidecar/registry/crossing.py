@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 
 from sidecar.caps.pacer import TierCaps
 from sidecar.http.client import StreamedResponse
+from sidecar.membership import CrossRegion, Tier, TopologyMode
 from sidecar.oci import Digest
 from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.speeds import SpeedBook
 from sidecar.topology.crossing import PEER, CrossingDecision, decide_crossing
-from sidecar.topology.modes import CrossRegion, TopologyMode
 from sidecar.topology.policy import RankedProvider, TopologyPolicy
-from sidecar.topology.tiers import Tier
 
 AUTO_UPSTREAM_REASON = "cross-region auto chose upstream"
 CAPPED_REASON = "cross-region cap"

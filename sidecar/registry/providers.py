@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from sidecar.cluster.model import Membership, Peer
+from sidecar.membership import Membership, Peer
 from sidecar.registry.pulls import Miss
 from sidecar.topology.policy import PeerStats, RankedProvider, TopologyPolicy, eligibility, rank_providers
 

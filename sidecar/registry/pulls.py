@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sidecar.cluster.model import Peer
 from sidecar.logs import get_logger, log_event
-from sidecar.topology.tiers import Tier
+from sidecar.membership import Peer, Tier
 
 log = get_logger("registry")
 

@@ -28,10 +28,10 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from sidecar.caps.pacer import CapExceeded
-from sidecar.cluster.model import Membership
 from sidecar.http.client import PeerClient, PeerHttpError, StreamedResponse
 from sidecar.http.messages import Response, StreamBody
 from sidecar.logs import get_logger, log_event
+from sidecar.membership import Membership, TopologyMode
 from sidecar.oci import Digest, NotAManifest, load_manifest
 from sidecar.oci.mediatypes import MAX_MANIFEST_BYTES
 from sidecar.registry.bodies import on_body_done
@@ -43,7 +43,6 @@ from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.routes import BlobRequest, ManifestRequest
 from sidecar.routing.router import Router
 from sidecar.security import Gate
-from sidecar.topology.modes import TopologyMode
 from sidecar.topology.policy import RankedProvider, TopologyPolicy
 
 log = get_logger("relay")

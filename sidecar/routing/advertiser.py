@@ -30,8 +30,8 @@ from typing import Protocol
 import anyio
 import anyio.lowlevel
 
-from sidecar.cluster.model import Peer
 from sidecar.logs import get_logger, log_event
+from sidecar.membership import Peer
 from sidecar.routing.placement import HomeTable, Ring
 from sidecar.routing.protocol import MAX_BODY_BYTES, MAX_KEYS, AdvertiseRequest
 from sidecar.routing.transport import PeerTransport, PeerUnavailable

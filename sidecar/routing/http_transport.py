@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sidecar.cluster.model import Peer
 from sidecar.http.client import PeerClient, PeerHttpError
+from sidecar.membership import Peer
 from sidecar.routing.protocol import (
     ADVERTISE_PATH,
     LOOKUP_PATH,

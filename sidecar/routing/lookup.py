@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from sidecar.cluster.model import Peer
+from sidecar.membership import Peer
 from sidecar.routing.placement import Ring
 from sidecar.routing.protocol import LookupRequest
 from sidecar.routing.transport import PeerTransport, PeerUnavailable

@@ -23,7 +23,7 @@ import heapq
 from collections.abc import Iterable, Iterator, KeysView, Sequence
 from typing import Generic, TypeVar, overload
 
-from sidecar.cluster.model import Peer
+from sidecar.membership import Peer
 
 DEFAULT_K = 3
 DEFAULT_MEMO_SIZE = 65_536

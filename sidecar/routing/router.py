@@ -17,7 +17,7 @@ from typing import Protocol
 
 import anyio
 
-from sidecar.cluster.model import Membership, Peer
+from sidecar.membership import Membership, Peer
 from sidecar.routing.advertiser import DEFAULT_INTERVAL, Advertiser, SendReport
 from sidecar.routing.holders import DEFAULT_MAX_ENTRIES, HolderStore
 from sidecar.routing.lookup import DEFAULT_CACHE_TTL, DEFAULT_MERGE_WINDOW, DEFAULT_TIMEOUT, Found, Lookup

@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from itertools import islice
 
-from sidecar.cluster.model import Membership
 from sidecar.logs import get_logger, log_event
+from sidecar.membership import Membership
 from sidecar.routing.holders import HolderStore
 from sidecar.routing.protocol import (
     MAX_PROVIDERS,

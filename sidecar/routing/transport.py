@@ -18,7 +18,7 @@ from typing import Protocol
 
 import anyio
 
-from sidecar.cluster.model import Peer
+from sidecar.membership import Peer
 from sidecar.routing.protocol import (
     AdvertiseReply,
     AdvertiseRequest,

@@ -1,7 +1,6 @@
 """Topology policy: which peers may serve this node, and in what order. Pure: no I/O, no clock."""
 
 from sidecar.topology.admission import Admission, admit_request, normalize_address
-from sidecar.topology.modes import CrossRegion, TopologyLabels, TopologyMode
 from sidecar.topology.policy import (
     Eligibility,
     PeerStats,
@@ -11,19 +10,13 @@ from sidecar.topology.policy import (
     rank_providers,
     tier_of,
 )
-from sidecar.topology.tiers import PEER_TIER_ORDER, Tier
 from sidecar.topology.validation import policy_warnings, unlabelled_node_warning
 
 __all__ = [
-    "PEER_TIER_ORDER",
     "Admission",
-    "CrossRegion",
     "Eligibility",
     "PeerStats",
     "RankedProvider",
-    "Tier",
-    "TopologyLabels",
-    "TopologyMode",
     "TopologyPolicy",
     "admit_request",
     "eligibility",

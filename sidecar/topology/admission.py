@@ -15,8 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from sidecar.cluster.model import Membership, Peer
-from sidecar.topology.modes import TopologyMode
+from sidecar.membership import Membership, Peer, TopologyMode
 from sidecar.topology.policy import TopologyPolicy
 
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sidecar.cluster.model import Peer
-from sidecar.topology.modes import CrossRegion, TopologyMode
-from sidecar.topology.tiers import PEER_TIER_ORDER, Tier
+from sidecar.membership import PEER_TIER_ORDER, CrossRegion, Peer, Tier, TopologyMode
 
 _TIER_RANK = {tier: index for index, tier in enumerate(PEER_TIER_ORDER)}
 

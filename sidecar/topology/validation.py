@@ -9,8 +9,7 @@ Rules:
 
 from __future__ import annotations
 
-from sidecar.cluster.model import Peer
-from sidecar.topology.modes import TopologyLabels, TopologyMode
+from sidecar.membership import Peer, TopologyLabels, TopologyMode
 from sidecar.topology.policy import TopologyPolicy
 
 

@@ -14,7 +14,7 @@ import pytest
 from lokal_lab.fake_apiserver import FakeApiServer, Node, make_node
 
 from sidecar.cluster import ClusterConfig, WatchTimings
-from sidecar.topology import TopologyMode
+from sidecar.membership import TopologyMode
 
 FAST = WatchTimings(
     watch_timeout_min_s=1.0,

@@ -12,8 +12,8 @@ import anyio
 import pytest
 from lokal_lab.fake_apiserver import FakeApiServer, make_node
 
-from sidecar.cluster import ClusterConfigError, Membership, MembershipChange, MembershipSource
-from sidecar.topology import TopologyLabels, TopologyMode
+from sidecar.cluster import ClusterConfigError, MembershipSource
+from sidecar.membership import Membership, MembershipChange, TopologyLabels, TopologyMode
 from tests.cluster.conftest import cluster_config
 
 pytestmark = pytest.mark.anyio

@@ -18,11 +18,11 @@ from typing import Any
 
 import anyio
 
-from sidecar.cluster.model import Membership, Peer
 from sidecar.containerd import MemoryStore
 from sidecar.debug import observe
 from sidecar.http import HttpServer, ServerLimits
 from sidecar.http.client import PeerClient
+from sidecar.membership import CrossRegion, Membership, Peer, TopologyMode
 from sidecar.oci import Digest, digest_of
 from sidecar.registry import RegistryHandler, RouteConfig
 from sidecar.registry.peerstats import PeerBook
@@ -30,7 +30,6 @@ from sidecar.registry.relay import PeerRelay
 from sidecar.routing.router import InMemoryIndex
 from sidecar.serve import Node
 from sidecar.topology.admission import admit_request
-from sidecar.topology.modes import CrossRegion, TopologyMode
 from sidecar.topology.policy import TopologyPolicy
 
 NS = "registry.example"

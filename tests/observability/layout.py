@@ -10,7 +10,7 @@ image whose blobs are spread over them.
 
 from __future__ import annotations
 
-from sidecar.cluster.model import Peer
+from sidecar.membership import Peer
 from sidecar.oci import digest_of
 from tests.observability.cluster import NS, image
 

@@ -13,9 +13,8 @@ import pytest
 
 from sidecar.cli import status as status_cli
 from sidecar.cli import where as where_cli
-from sidecar.cluster.model import Peer
+from sidecar.membership import CrossRegion, Peer, TopologyMode
 from sidecar.oci import digest_of
-from sidecar.topology.modes import CrossRegion, TopologyMode
 from sidecar.topology.policy import TopologyPolicy
 from tests.observability.cluster import NS, Lab, lab
 from tests.observability.layout import (

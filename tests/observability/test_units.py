@@ -8,13 +8,13 @@ import argparse
 import anyio
 import pytest
 
-from sidecar.cluster.model import Membership, Peer
 from sidecar.containerd import MemoryStore
 from sidecar.debug import parse_target, start_observability
 from sidecar.debug.warnings import settings_warnings
 from sidecar.debug.where import BadTarget
 from sidecar.http.client import PeerClient
 from sidecar.http.messages import Request
+from sidecar.membership import CrossRegion, Membership, Peer, TopologyMode
 from sidecar.metrics.definitions import NsLabels
 from sidecar.metrics.pulls import classify
 from sidecar.registry.providers import choose_providers
@@ -22,7 +22,6 @@ from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.routes import OperatorCall
 from sidecar.serve import build_node
 from sidecar.settings import resolve
-from sidecar.topology.modes import CrossRegion, TopologyMode
 from sidecar.topology.policy import PeerStats, TopologyPolicy
 
 
@@ -162,8 +161,8 @@ async def test_the_debug_pages_answer_loopback_clients_only() -> None:
 
 
 def test_lokal_status_warns_about_a_node_without_a_region_label_with_the_configured_key() -> None:
-    from sidecar.cluster.model import Membership, Peer
     from sidecar.debug.status import all_warnings
+    from sidecar.membership import Membership, Peer
 
     env = {
         "LOKAL_DISCOVERY": "none", "LOKAL_TOPOLOGY_MODE": "isolate", "LOKAL_REGION_LABEL": "example.com/site"

@@ -10,16 +10,15 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from sidecar.cluster.model import Membership, Peer
 from sidecar.containerd import MemoryStore, Store
 from sidecar.http import HttpServer, ServerLimits
 from sidecar.http.client import PeerClient
+from sidecar.membership import CrossRegion, Membership, Peer, TopologyMode
 from sidecar.registry import RegistryHandler, RouteConfig
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.relay import PeerRelay
 from sidecar.routing.router import InMemoryIndex
 from sidecar.topology.admission import admit_request
-from sidecar.topology.modes import CrossRegion, TopologyMode
 from sidecar.topology.policy import TopologyPolicy
 
 NS = "registry.example"

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from sidecar.cluster.model import Membership, Peer
 from sidecar.http import HttpServer, Request, Response, ServerLimits
 from sidecar.http.client import PeerClient
+from sidecar.membership import Membership, Peer
 from sidecar.oci import digest_of
 from sidecar.routing.http_endpoint import peer_endpoint
 from sidecar.routing.http_transport import HttpPeerTransport, LocalIndex

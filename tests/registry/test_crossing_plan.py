@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from sidecar.cluster.model import Peer
+from sidecar.membership import CrossRegion, Peer, Tier, TopologyMode
 from sidecar.registry.crossing import AUTO_UPSTREAM_REASON, CAPPED_REASON, CrossingPlan, plan_crossing
 from sidecar.registry.speeds import SpeedBook
-from sidecar.topology.modes import CrossRegion, TopologyMode
 from sidecar.topology.policy import RankedProvider, TopologyPolicy
-from sidecar.topology.tiers import Tier
 
 MB = 1_000_000
 

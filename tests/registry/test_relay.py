@@ -10,10 +10,9 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from sidecar.cluster.model import Peer
 from sidecar.containerd import MemoryStore, OpenBlob, StreamBlob
+from sidecar.membership import CrossRegion, Peer, TopologyMode
 from sidecar.oci import Digest, digest_of
-from sidecar.topology.modes import CrossRegion, TopologyMode
 from sidecar.topology.policy import TopologyPolicy
 from tests.registry.peers import NS, cluster
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from sidecar.cluster.model import Membership, Peer
+from sidecar.membership import Membership, Peer
 from sidecar.routing import InProcessNetwork, OneHopRouter, RingSet, RoutingSettings
 
 

@@ -8,7 +8,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from sidecar.cluster.model import Membership, Peer
+from sidecar.membership import Membership, Peer
 from sidecar.routing import (
     Advertiser,
     AdvertiseReply,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.cluster.model import Membership, Peer
+from sidecar.membership import Membership, Peer
 from sidecar.routing import (
     HomeTable,
     Ring,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sidecar.cluster.model import Membership, Peer
+from sidecar.membership import Membership, Peer
 from sidecar.routing import HolderStore, IndexService, NotAMember, ProtocolError
 from sidecar.routing.protocol import MAX_PROVIDERS
 from tests.routing.cluster import digest

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.cluster.model import Membership, Peer
-from sidecar.topology import TopologyMode, TopologyPolicy, admit_request, normalize_address
+from sidecar.membership import Membership, Peer, TopologyMode
+from sidecar.topology import TopologyPolicy, admit_request, normalize_address
 
 MEMBERSHIP = Membership.of(
     "a1",

@@ -7,17 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.cluster.model import Peer
-from sidecar.topology import (
-    PEER_TIER_ORDER,
-    CrossRegion,
-    PeerStats,
-    Tier,
-    TopologyMode,
-    TopologyPolicy,
-    rank_providers,
-    tier_of,
-)
+from sidecar.membership import PEER_TIER_ORDER, CrossRegion, Peer, Tier, TopologyMode
+from sidecar.topology import PeerStats, TopologyPolicy, rank_providers, tier_of
 
 ME = Peer("me", "10.0.0.1", region="r1", zone="z1")
 NOW = 1000.0

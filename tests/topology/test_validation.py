@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from sidecar.cluster.model import Peer
-from sidecar.topology import (
-    TopologyLabels,
-    TopologyMode,
-    TopologyPolicy,
-    policy_warnings,
-    unlabelled_node_warning,
-)
+from sidecar.membership import Peer, TopologyLabels, TopologyMode
+from sidecar.topology import TopologyPolicy, policy_warnings, unlabelled_node_warning
 
 UNLABELLED = Peer("n1", "10.0.0.1", region="", zone="z1")
 

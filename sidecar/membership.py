@@ -1,16 +1,85 @@
-"""The membership model: immutable snapshots of the cluster's nodes, and what changed between two.
+"""Who the peers are and where they sit: the vocabulary that `cluster`, `topology`, `routing`, `registry`
+and `debug` share.
+
+Holds the membership model (`Peer`, `Membership`, `MembershipChange`, `diff`), the topology tiers (`Tier`)
+and the policy words (`TopologyMode`, `CrossRegion`, the label keys).
 
 Rules:
+- A leaf: imports nothing from lokal, so every part may import it and no cycle can go through it.
 - Pure: no I/O, no clock. The reflector builds snapshots; everything else only reads them.
 - A snapshot is never mutated. A change produces a new snapshot plus a `MembershipChange`.
 - Unknown topology is the empty string, never None, so comparisons and sorting stay total.
+- The enum values are the CLI spellings (`--topology-mode`, `--cross-region`) and metric label values;
+  they never change meaning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
+
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+# Deprecated since Kubernetes 1.17: read only when the current label is absent.
+LEGACY_REGION_LABEL = "failure-domain.beta.kubernetes.io/region"
+LEGACY_ZONE_LABEL = "failure-domain.beta.kubernetes.io/zone"
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyLabels:
+    """The Node label keys that carry region and zone (`--region-label`, `--zone-label`). The deprecated
+    failure-domain keys are read as a fallback only when the standard key is in use."""
+
+    region: str = REGION_LABEL
+    zone: str = ZONE_LABEL
+
+    @property
+    def region_keys(self) -> tuple[str, ...]:
+        return (self.region, LEGACY_REGION_LABEL) if self.region == REGION_LABEL else (self.region,)
+
+    @property
+    def zone_keys(self) -> tuple[str, ...]:
+        return (self.zone, LEGACY_ZONE_LABEL) if self.zone == ZONE_LABEL else (self.zone,)
+
+
+class TopologyMode(StrEnum):
+    ISOLATE = "isolate"  # only this node's region exists; other regions are never listed nor served
+    PREFER = "prefer"  # every region exists; closer tiers first, crossing governed by CrossRegion
+
+
+class CrossRegion(StrEnum):
+    """Whether prefer mode may fetch from another region: never, always, or blob by blob when that beats
+    upstream (`auto`, the rule in sidecar/topology/crossing.py)."""
+
+    NEVER = "never"
+    ALWAYS = "always"
+    AUTO = "auto"
+
+    @property
+    def crosses(self) -> bool:
+        """Whether providers in other regions are looked up and may be asked at all."""
+        return self is not CrossRegion.NEVER
+
+
+class Tier(StrEnum):
+    SAME_NODE = "same_node"  # the local containerd content store
+    SAME_ZONE = "same_zone"
+    SAME_REGION = "same_region"
+    OTHER_REGION = "other_region"
+    UNKNOWN = "unknown"  # the provider or this node lacks region/zone labels
+    UPSTREAM = "upstream"  # nobody close enough had it: containerd went to the registry
+
+
+# Best first. UPSTREAM is the fallback, not a peer tier.
+PEER_TIER_ORDER: tuple[Tier, ...] = (
+    Tier.SAME_NODE,
+    Tier.SAME_ZONE,
+    Tier.SAME_REGION,
+    Tier.UNKNOWN,
+    Tier.OTHER_REGION,
+)
 
 
 @dataclass(frozen=True, slots=True)
