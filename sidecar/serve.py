@@ -141,7 +141,7 @@ def _readiness(node: Node) -> ReadinessCheck:
     async def check() -> tuple[bool, dict[str, object]]:
         reachable = await node.store.ready()
         details: dict[str, object] = {"containerd": "connected" if reachable else "unreachable"}
-        warnings = list(node.config_warnings)
+        warnings = [*node.config_warnings, *getattr(node.store, "warnings", ())]
         absent = getattr(node.store, "absent_blobs", 0)
         if absent:
             warnings.append(f"{absent} layers named by local manifests are absent from the content store")

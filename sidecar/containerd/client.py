@@ -1,7 +1,8 @@
 """A thin async gRPC client for containerd's content, images, events, introspection and version services.
 
 Rules:
-- Every namespaced call carries `containerd-namespace`; only the configured namespace is ever read.
+- Every namespaced call carries `containerd-namespace`; only the configured namespace is ever read, except
+  for counting images per namespace (`images_by_namespace`), which names the right one in a warning.
 - NOT_FOUND becomes None. UNAVAILABLE (and a missing socket) becomes `StoreUnavailable`; a call that ran
   past its deadline (a hung containerd: SIGSTOP, a deadlock) becomes `ContainerdStalled`, a kind of it.
 - Every unary call has a deadline; the caller picks a short one on a request's path (`deadline_s`).
@@ -21,6 +22,7 @@ from sidecar._proto.containerd.services.content.v1 import content_pb2, content_p
 from sidecar._proto.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from sidecar._proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from sidecar._proto.containerd.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
+from sidecar._proto.containerd.services.namespaces.v1 import namespaces_pb2, namespaces_pb2_grpc
 from sidecar._proto.containerd.services.version.v1 import version_pb2_grpc
 from sidecar.containerd.store import StoreUnavailable
 from sidecar.oci import Digest
@@ -54,6 +56,7 @@ class ContainerdClient:
         self._events = events_pb2_grpc.EventsStub(self._channel)
         self._introspection = introspection_pb2_grpc.IntrospectionStub(self._channel)
         self._version = version_pb2_grpc.VersionStub(self._channel)
+        self._namespaces = namespaces_pb2_grpc.NamespacesStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -138,6 +141,22 @@ class ContainerdClient:
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc) from None
         return [(image.name, image.target.digest) for image in response.images]
+
+    async def images_by_namespace(self) -> dict[str, int]:
+        """How many images every namespace holds: only to tell the operator which one to configure."""
+        try:
+            listed = await self._namespaces.List(namespaces_pb2.ListNamespacesRequest(), timeout=CALL_TIMEOUT)
+            counts = {}
+            for namespace in listed.namespaces:
+                response = await self._images.List(
+                    images_pb2.ListImagesRequest(),
+                    metadata=(("containerd-namespace", namespace.name),),
+                    timeout=CALL_TIMEOUT,
+                )
+                counts[str(namespace.name)] = len(response.images)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc) from None
+        return counts
 
     async def abort_ingests(self, digest: Digest) -> int:
         """Drop every in-progress ingest that expects `digest`; returns how many were dropped."""

@@ -36,6 +36,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from sidecar.backoff import Backoff
 from sidecar.containerd.broadcast import ChangeBroadcast
 from sidecar.containerd.client import ContainerdClient, ContainerdStalled
+from sidecar.containerd.diagnostics import content_root_warning, namespace_warning
 from sidecar.containerd.events import TOPICS, ContentDeleted, ImageChanged, ImageDeleted, parse_event
 from sidecar.containerd.store import (
     BlobInfo,
@@ -110,6 +111,8 @@ class ContainerdStore:
         self._down_logged = False
         self.stalled = False  # a request-path call ran past its deadline, and none has answered since
         self._ask_again_at = 0.0  # monotonic: the request path does not ask containerd before this
+        self._images_elsewhere: dict[str, int] = {}  # images per namespace, read when ours holds none
+        self._warned: set[str] = set()  # warnings already logged
 
     async def aclose(self) -> None:
         self._changes.close()
@@ -260,6 +263,11 @@ class ContainerdStore:
             plugin_root = await self._client.content_root()
             self.content_root = plugin_root
         await self._rescan()
+        self._images_elsewhere = {} if self._image_keys else await self._client.images_by_namespace()
+        for warning in self.warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                log_event(log, "config_warning", level=30, warning=warning)
         if not self.connected:
             self.connected = True
             log_event(
@@ -272,6 +280,15 @@ class ContainerdStore:
                 images=len(self._image_keys),
                 keys=len(self._index),
             )
+
+    @property
+    def warnings(self) -> list[str]:
+        """What makes this store slower or emptier than it should be, as it stands now."""
+        found = [
+            content_root_warning(self.content_root),
+            namespace_warning(self.namespace, len(self._image_keys), self._images_elsewhere),
+        ]
+        return [warning for warning in found if warning is not None]
 
     def _disconnected(self, exc: BaseException, retry_in: float) -> None:
         if self.connected or not self._down_logged:

@@ -38,6 +38,7 @@ def all_warnings(node: NodeView) -> list[str]:
         *policy_warnings(node.policy),
         *settings_warnings(node.settings),
         *node.config_warnings,
+        *getattr(node.store, "warnings", ()),  # content root, namespace (containerd.diagnostics)
         *runtime_warnings(
             containerd_connected=containerd_connected(node),
             absent_blobs=int(getattr(node.store, "absent_blobs", 0)),

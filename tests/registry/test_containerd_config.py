@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,6 @@ def test_the_check_is_quiet_for_a_good_config_and_names_each_problem() -> None:
 
 
 def _readyz_warnings(lokal: LokalProcess) -> list[str]:
-    import time
-
     for _ in range(100):
         _, _, body = lokal.request("GET", "/readyz")
         warnings: list[str] = json.loads(body).get("warnings", [])
@@ -136,3 +135,41 @@ def test_configure_keeps_the_operators_server_by_default_so_a_pull_lokal_misses_
         assert cri.pull(f"{name}/ops/app:v1") == image.configs["linux/amd64"].digest
     pulls = [json.loads(line) for line in lokal.log_lines() if '"event":"pull"' in line]
     assert pulls and {p["result"] for p in pulls} == {"miss"}  # lokal was asked first, and missed
+
+
+@needs_real_parts
+def test_a_wrong_namespace_and_a_missing_content_root_are_warned_in_the_log_readyz_and_status(
+    processes: ProcessGroup, tmp_path: Path
+) -> None:
+    upstream = RegistryInstance(tmp_path / "upstream")
+    upstream.start(processes)
+    image = build_image(tmp_path / "layout", "v1", [200_000], seed=7)
+    push_image(image, upstream.address, "ops/app")
+    node = ContainerdInstance(tmp_path / "ctd")
+    node.start(processes)
+    node.write_hosts("registry.lokal.test", f"http://{upstream.address}")
+    with CriClient(node.socket) as cri:
+        cri.pull("registry.lokal.test/ops/app:v1")  # into k8s.io, as the kubelet does
+
+    def started(log: str, *args: str) -> LokalProcess:
+        return LokalProcess(
+            processes, tmp_path / log, "--containerd-socket", str(node.socket), "--discovery", "none",
+            "--config-path", str(node.certs_d), *args,
+        )
+
+    missing_root = str(tmp_path / "nope")
+    wrong = started("wrong.log", "--containerd-namespace", "default", "--content-root", missing_root)
+    for _ in range(100):  # the namespace census runs once containerd has answered
+        warnings = json.loads(wrong.request("GET", "/readyz")[2]).get("warnings", [])
+        if len(warnings) >= 2:
+            break
+        time.sleep(0.05)
+    assert any("--containerd-namespace 'default' holds no image, but 'k8s.io' (" in w for w in warnings)
+    assert any(f"{missing_root} does not exist" in w and "gRPC" in w for w in warnings)
+    logged = [json.loads(line)["warning"] for line in wrong.log_lines() if '"config_warning"' in line]
+    assert sorted(logged) == sorted(warnings)
+    _, _, body = wrong.request("GET", "/_lokal/debug/status")
+    assert set(warnings) <= set(json.loads(body)["warnings"])
+
+    right = started("right.log")  # k8s.io, and the content root containerd reports
+    assert _readyz_warnings(right) == []
