@@ -23,14 +23,17 @@ from sidecar.caps.pacer import TierCaps
 from sidecar.cluster import ClusterConfig, MembershipSource
 from sidecar.containerd import ContainerdStore, KeyChange, Store
 from sidecar.containerd.cri_config import check_cri_config, read_cri_config
+from sidecar.containerd.ingest import IngestProbe
 from sidecar.containerd.upstream_watch import UpstreamWatcher, ingest_size
 from sidecar.debug import Observability, observe, start_observability
 from sidecar.http import HttpServer, ServerLimits
 from sidecar.http.client import PeerClient
 from sidecar.logs import get_logger, log_event
 from sidecar.membership import CrossRegion, Membership, TopologyLabels, TopologyMode
+from sidecar.oci import Digest
 from sidecar.registry import RegistryHandler, Relay, RouteConfig
 from sidecar.registry.crossing import CrossingGate
+from sidecar.registry.growing import GrowingSource
 from sidecar.registry.handler import Admission, ReadinessCheck
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.relay import PeerRelay
@@ -198,6 +201,10 @@ async def run_node(
     log_event(log, "stopped")
 
 
+async def _in_namespace(store: Store, digest: Digest) -> bool:
+    return await store.info(digest) is not None
+
+
 async def _start_peering(
     node: Node, client: PeerClient, tg: TaskGroup, changes: MemoryObjectReceiveStream[KeyChange]
 ) -> None:
@@ -211,12 +218,27 @@ async def _start_peering(
     routers: list[OneHopRouter] = []  # the transport needs the router's service, built just below
     # A node without an address is in no ring, so it is never its own home: nothing to short-cut.
     local = LocalIndex(me.name, me.address, lambda: routers[0].service) if me and me.address else None
+    store = node.store
+    probe = None
+    if settings["share_downloads"] and isinstance(store, ContainerdStore):
+        probe = IngestProbe(
+            lambda: store.content_root, store.namespace, lambda key: key in store.keys()  # noqa: SIM118
+        )
+        node.handler.growing = GrowingSource(
+            lambda: store.content_root,
+            store.namespace,
+            lambda digest: _in_namespace(store, digest),
+            Gate("follower_uploads", 2 * settings["claim_fan_out"], node.limits),
+        )
     router = OneHopRouter(
         membership,
         HttpPeerTransport(client, port, extra_headers=node.auth_headers, local=local),
         RoutingSettings(
-            advertise_interval=settings["advertise_interval"], max_entries=settings["index_max_entries"]
+            advertise_interval=settings["advertise_interval"],
+            max_entries=settings["index_max_entries"],
+            claim_fan_out=settings["claim_fan_out"],
         ),
+        probe=probe,
     )
     routers.append(router)
     node.router = router
@@ -228,8 +250,8 @@ async def _start_peering(
         max_per_peer=settings["max_relays_per_peer"],
         auth_headers=node.auth_headers,
         crossing=node.crossing,
+        claims=probe is not None,
     )
-    store = node.store
     if isinstance(store, ContainerdStore):  # learn upstream speed from containerd's fetches after our 404s
         watcher = UpstreamWatcher(lambda: store.content_root, store.namespace, node.speeds.upstream_seen)
         relay.on_blob_miss = watcher.missed

@@ -256,3 +256,30 @@ async def _confirmed(in_namespace: Callable[[], Awaitable[bool]]) -> bool:
     with contextlib.suppress(Exception):
         return await in_namespace()
     return False
+
+
+class IngestProbe:
+    """What one node's content store shows about a key's download: the `DownloadProbe` of the claim
+    leases (sidecar/routing/leases.py), over this module's functions."""
+
+    def __init__(
+        self, content_root: Callable[[], str | None], namespace: str, indexed: Callable[[str], bool]
+    ) -> None:
+        self._root = content_root
+        self.namespace = namespace
+        self._indexed = indexed
+
+    def progress(self, key: str) -> IngestProgress | None:
+        root = self._root()
+        found = find_ingest(root, key, self.namespace) if root else None
+        return progress(found) if found is not None else None
+
+    def committed(self, key: str) -> bool:
+        root = self._root()
+        algorithm, _, hex_part = key.partition(":")
+        if not root or not hex_part:
+            return False
+        return (Path(root) / "blobs" / algorithm / hex_part).exists()
+
+    def indexed(self, key: str) -> bool:
+        return self._indexed(key)

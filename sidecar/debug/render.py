@@ -108,6 +108,8 @@ def format_where(doc: dict[str, Any]) -> str:
             lines.append(f"    x  {source['node']:<24} {source['tier']:<13} {source['reason']}")
         for name in blob["strangers"]:
             lines.append(f"    ?  {name:<24} not in the membership")
+        for name in blob.get("in_progress", ()):
+            lines.append(f"    ~  {name:<24} downloading it now (in-progress provider)")
         if blob.get("note"):
             lines.append(f"    note: {blob['note']}")
     if doc.get("truncated"):

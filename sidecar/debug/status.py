@@ -79,7 +79,21 @@ def node_state(node: NodeView) -> NodeState:
         absent_blobs=int(getattr(node.store, "absent_blobs", 0)),
         peers_marked_bad=node.book.marked_bad,
         config_warnings=len(all_warnings(node)),
+        share=share_counts(node),
     )
+
+
+def share_counts(node: NodeView) -> dict[str, int]:
+    """Share-while-downloading counters: the relay's claims, follows and fallbacks; the home side's lease
+    expiries; the leases this node keeps alive."""
+    counts = dict(getattr(node.handler.relay, "counts", {}))
+    claims = getattr(getattr(node.router, "service", None), "claims", None)
+    if claims is not None:
+        counts["lease_expiries"] = claims.expired_total
+    leases = getattr(node.router, "leases", None)
+    if leases is not None:
+        counts["leases"] = len(leases.leases)
+    return counts
 
 
 def _holders(node: NodeView) -> Any:

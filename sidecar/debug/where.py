@@ -9,6 +9,8 @@ Rules:
   cross: a holder in another region then shows up as refused, with the reason, instead of being invisible.
 - Manifests are read from the local store, else through the node's relay (verified like any relay).
   Tags resolve only locally, as in the registry path; a tag this node lacks is an error that says so.
+- Downloads in progress (share while downloading) are listed as `in_progress`: the nodes a pull would
+  follow now, read from the claim homes without claiming anything.
 - Bounded: at most `MAX_ENTRIES` blobs and `MAX_DEPTH` manifest levels.
 """
 
@@ -271,6 +273,15 @@ class _Walker:
                 holders = tuple(await node.router.lookup(str(digest), other_regions))
             except Exception as exc:  # a failed lookup is a miss, as in the relay
                 entry["lookup_error"] = str(exc)[:200]
+        in_progress: tuple[str, ...] = ()
+        scope_of = getattr(node.handler.relay, "claim_scope", None)
+        scope = scope_of(membership) if scope_of is not None else None
+        if scope is not None and not held and hasattr(node.router, "in_progress"):
+            try:
+                in_progress = tuple(await node.router.in_progress(str(digest), scope))
+            except Exception as exc:  # a report, never a crash
+                entry["lookup_error"] = str(exc)[:200]
+        entry["in_progress"] = list(in_progress)
         plan = plan_sources(me, holders, membership, node.book.snapshot(), node.policy,
                             now=time.monotonic(), held_locally=held, quarantined=node.book.quarantined(),
                             speeds=getattr(node, "speeds", None), size=size, registry=self.registry)
@@ -283,6 +294,9 @@ class _Walker:
             why=plan.why,
             auto=plan.auto,
         )
+        if in_progress and not holders and not held:
+            entry.update(verdict="follow", why="no node holds it yet; being downloaded by "
+                         + ", ".join(in_progress) + ": a pull now follows that download")
         return entry
 
     async def _held(self, digest: Digest) -> bool:

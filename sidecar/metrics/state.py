@@ -12,8 +12,8 @@ Rules:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -39,6 +39,13 @@ class NodeState:
     absent_blobs: int = 0
     peers_marked_bad: int = 0
     config_warnings: int = 0
+    # Share while downloading, since start: claims (this node fetched upstream for its scope), follows
+    # (it followed an in-progress provider), fallbacks (following failed: upstream), lease_expiries (claims
+    # at this node, as a home, that died without a release), leases (claims this node keeps alive now).
+    share: Mapping[str, int] = field(default_factory=dict)
+
+
+SHARE_EVENTS = ("claims", "follows", "fallbacks", "lease_expiries")
 
 
 def peer_state(peer: Peer) -> str:
@@ -86,6 +93,16 @@ class NodeStateCollector(Collector):
                      s.absent_blobs)
         yield CounterMetricFamily("lokal_peers_marked_bad", "Peers marked bad (they sent wrong content)",
                                   value=s.peers_marked_bad)
+        share = CounterMetricFamily(
+            "lokal_share_events", "Share while downloading: claims made here (this node fetched upstream "
+            "for its scope), follows of in-progress providers, fallbacks to upstream after a failed follow, "
+            "and lease expiries of claims held here as a home", labels=["event"],
+        )
+        for event in SHARE_EVENTS:
+            share.add_metric([event], s.share.get(event, 0))
+        yield share
+        yield _gauge("lokal_share_leases", "Claims this node keeps alive now (its downloads in progress)",
+                     s.share.get("leases", 0))
         yield _gauge("lokal_config_warnings", "Warnings about configuration and state (see lokal status)",
                      s.config_warnings)
 

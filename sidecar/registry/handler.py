@@ -6,7 +6,8 @@ Rules:
 - A miss is a fast 404 with the OCI error body; containerd then tries the next host.
 - HEAD answers carry exactly GET's headers (the server drops the body and releases it).
 - A request carrying `LOCAL_ONLY_HEADER` (sent by peers) is served from this node's store or not at all,
-  so that requests can never loop between nodes.
+  so that requests can never loop between nodes. With `GROWING_HEADER` too, a blob this node is still
+  downloading is served from containerd's growing ingest (`growing.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sidecar.containerd import FileBlob, OpenBlob, Store, StoreUnavailable
 from sidecar.http.messages import FileBody, Request, Response, StreamBody
 from sidecar.oci import Digest, ErrorCode, error_body
 from sidecar.registry.bodies import on_body_done
+from sidecar.registry.growing import GROWING_HEADER, Committed, GrowingSource
 from sidecar.registry.pulls import Miss, PullObserver, PullRecord
 from sidecar.registry.ranges import ByteRange, Unsatisfiable, parse_range
 from sidecar.registry.refusals import RefusalLog
@@ -76,6 +78,7 @@ class RegistryHandler:
     uploads: Gate | None = None  # concurrent bodies served to peers
     refusals: RefusalLog = field(default_factory=RefusalLog)  # logged (rate-limited) and counted
     upload_cap: Cap | None = None  # --cap-to-peers: bytes/s served to peers
+    growing: GrowingSource | None = None  # serves peers from a download still in progress
 
     def _authenticated(self, request: Request) -> bool:
         """Peers must present the shared token when one is configured; containerd (loopback) never does."""
@@ -193,6 +196,11 @@ class RegistryHandler:
             return await self.relay.fetch(plan, digest, None, record)
 
         blob = await self.store.open_blob(plan.digest)
+        if blob is None and local_only and self.growing is not None and request.header(GROWING_HEADER):
+            growing = await self.growing.serve(plan.digest, request.header("range"), record)
+            if not isinstance(growing, Committed):
+                return growing
+            blob = await self.store.open_blob(plan.digest)
         if blob is None:
             if local_only:
                 return None

@@ -49,6 +49,10 @@ class Miss(StrEnum):
     CAPPED = "capped"  # a tier cap (--cap-*) would have made the transfer wait too long
     # --cross-region auto: the best provider is in another region, and upstream is estimated cheaper.
     AUTO_UPSTREAM = "auto_chose_upstream"
+    # Share while downloading: this node claimed the blob (it fetches it upstream for its scope), or
+    # following another node's download failed a moment ago (containerd resumes upstream).
+    CLAIMED = "claimed"
+    FOLLOW_FAILED = "follow_failed"
 
     @property
     def is_limit(self) -> bool:

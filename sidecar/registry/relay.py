@@ -14,6 +14,13 @@ Rules:
   quarantined; when a resume mixed several providers' bytes, each of them is marked suspect instead.
 - No provider, or none the policy allows: None at once, and the registry answers 404. Every miss is
   recorded with its `Miss` category where it is decided; a bound saying no is a limit, not "not found".
+- Share while downloading (`claims`): a blob lookup also claims the blob in the claim scope (this region;
+  the cluster in prefer mode with cross-region always). The claimant gets None (404, miss `claimed`): its
+  containerd goes upstream, and its peers follow that download. A follower relays from in-progress
+  providers with `GROWING_HEADER`, with a read stall bound of `FOLLOW_STALL` seconds. When following fails
+  (the provider died, its download stalled or was abandoned), the body is cut and the digest is remembered
+  for `FALLBACK_WINDOW` seconds: containerd's retry (with Range) gets a 404 and resumes upstream. A claim
+  never makes a pull fail; every wait on it is bounded.
 """
 
 from __future__ import annotations
@@ -28,19 +35,23 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from sidecar.caps.pacer import CapExceeded
+from sidecar.containerd.ingest import STALL_TIMEOUT as INGEST_STALL
 from sidecar.http.client import PeerClient, PeerHttpError, StreamedResponse
 from sidecar.http.messages import Response, StreamBody
 from sidecar.logs import get_logger, log_event
-from sidecar.membership import Membership, TopologyMode
+from sidecar.membership import CrossRegion, Membership, TopologyMode
 from sidecar.oci import Digest, NotAManifest, load_manifest
 from sidecar.oci.mediatypes import MAX_MANIFEST_BYTES
 from sidecar.registry.bodies import on_body_done
 from sidecar.registry.crossing import CrossingGate, relay_chunks
+from sidecar.registry.growing import GROWING_HEADER
 from sidecar.registry.handler import LOCAL_ONLY_HEADER, Relay
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.providers import choose_providers
 from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.routes import BlobRequest, ManifestRequest
+from sidecar.routing.claims import CLUSTER
+from sidecar.routing.lookup import Found
 from sidecar.routing.router import Router
 from sidecar.security import Gate
 from sidecar.topology.policy import RankedProvider, TopologyPolicy
@@ -48,6 +59,8 @@ from sidecar.topology.policy import RankedProvider, TopologyPolicy
 log = get_logger("relay")
 
 STALL_TIMEOUT = 10.0
+FOLLOW_STALL = INGEST_STALL + 2.0  # a provider's own stall bound ends its body first; this is the node gone
+FALLBACK_WINDOW = 30.0  # after following failed, this node's containerd fetches the blob upstream
 
 
 class DigestMismatch(Exception):
@@ -73,6 +86,36 @@ class PeerRelay(Relay):
     auth_headers: Callable[[], list[tuple[str, str]]] = list  # the peer token, when configured
     crossing: CrossingGate | None = None  # auto, the cross-region cap, and the region speeds
     on_blob_miss: Callable[[str, Digest], None] | None = None  # UpstreamWatcher.missed
+    claims: bool = False  # share while downloading: claim blobs nobody holds (needs a lease keeper)
+    fell_back: dict[str, float] = field(default_factory=dict)  # digest -> when following it failed
+    counts: dict[str, int] = field(default_factory=dict)  # claims, follows, fallbacks (for the metrics)
+
+    def claim_scope(self, membership: Membership) -> str | None:
+        """Where this node's claims live: its region, or the cluster when it may follow other regions."""
+        me = membership.me
+        if not self.claims or me is None:
+            return None
+        if self.policy.mode is TopologyMode.PREFER and self.policy.cross_region is CrossRegion.ALWAYS:
+            return CLUSTER  # (auto decides per blob whether crossing pays: its claims stay in the region)
+        return me.region
+
+    def count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    def fell_back_recently(self, digest: Digest) -> bool:
+        when = self.fell_back.get(str(digest))
+        if when is None:
+            return False
+        if time.monotonic() - when < FALLBACK_WINDOW:
+            return True
+        del self.fell_back[str(digest)]
+        return False
+
+    def give_up_following(self, digest: Digest) -> None:
+        if len(self.fell_back) > 4096:
+            self.fell_back.clear()
+        self.fell_back[str(digest)] = time.monotonic()
+        self.count("fallbacks")
 
     async def fetch(
         self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
@@ -95,28 +138,41 @@ class PeerRelay(Relay):
     async def _fetch(
         self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
     ) -> Response | None:
-        ranked = await self._providers(digest, record, plan.registry)
+        is_blob = isinstance(plan, BlobRequest)
+        if is_blob and self.fell_back_recently(digest):
+            record.missed(Miss.FOLLOW_FAILED, "following its download failed a moment ago: go upstream")
+            record.extra["claim"] = "fallback"
+            return None
+        ranked = await self._providers(digest, record, plan.registry, claim=is_blob)
         if not ranked:
             return None
-        path = f"/v2/{plan.repository}/{'blobs' if isinstance(plan, BlobRequest) else 'manifests'}/{digest}"
+        following = record.extra.get("claim") == "follower"
+        path = f"/v2/{plan.repository}/{'blobs' if is_blob else 'manifests'}/{digest}"
         target = f"{path}?ns={plan.registry}"
-        opened = await self._open(ranked, target, byte_range, record)
+        waited = time.monotonic()
+        opened = await self._open(ranked, target, byte_range, record, growing=following)
         if opened is None:
             if record.attempts and record.providers_busy == record.attempts:
                 record.missed(Miss.UPLOAD_LIMIT, f"all {record.attempts} providers are serving their maximum")
             else:
                 record.missed(Miss.PROVIDERS_FAILED, f"all {record.attempts} providers failed")
+            if following:
+                self.give_up_following(digest)
             return None
+        if following:
+            record.extra["follow_wait_ms"] = round((time.monotonic() - waited) * 1000, 2)
         provider, response = opened
         record.result, record.source = "peer", "relay"
         record.provided_by(provider.peer, provider.tier)
         if isinstance(plan, ManifestRequest):
             return await self._manifest(provider, response, digest, record)
-        return self._blob(ranked, provider, response, target, digest, record)
+        return self._blob(ranked, provider, response, target, digest, record, following)
 
     # -- choosing providers ------------------------------------------------------------------------
 
-    async def _providers(self, digest: Digest, record: PullRecord, registry: str) -> list[RankedProvider]:
+    async def _providers(
+        self, digest: Digest, record: PullRecord, registry: str, claim: bool = False
+    ) -> list[RankedProvider]:
         membership = self.membership()
         me = membership.me if membership else None
         if membership is None or me is None:
@@ -125,13 +181,24 @@ class PeerRelay(Relay):
         other_regions: Sequence[str] = ()
         if self.policy.mode is TopologyMode.PREFER and self.policy.cross_region.crosses:
             other_regions = [r for r in membership.regions() if r and r != me.region]
+        scope = self.claim_scope(membership) if claim else None
         started = time.monotonic()
         try:
-            names = await self.router.lookup(str(digest), other_regions)
+            found = await self.router.find(str(digest), other_regions, claim=scope)
         except Exception as exc:  # a lookup must never turn a miss into an error
             log_event(log, "lookup_failed", level=30, digest=digest.short, error=str(exc))
-            names = ()
+            found = Found(())
+        names = found.providers
         record.looked_up(time.monotonic() - started, len(names))
+        if not names and found.claimed:
+            self.count("claims")
+            record.extra["claim"] = "claimant"
+            record.missed(Miss.CLAIMED, "nobody holds or fetches it: this node fetches it upstream")
+            return []
+        if not names and found.fetching:
+            self.count("follows")
+            record.extra["claim"] = "follower"
+            names = found.fetching
         choice = choose_providers(
             me, names, membership, self.book.snapshot(), self.policy,
             now=time.monotonic(),
@@ -148,7 +215,12 @@ class PeerRelay(Relay):
         return list(choice.to_try)
 
     async def _open(
-        self, ranked: list[RankedProvider], target: str, byte_range: str | None, record: PullRecord
+        self,
+        ranked: list[RankedProvider],
+        target: str,
+        byte_range: str | None,
+        record: PullRecord,
+        growing: bool = False,
     ) -> tuple[RankedProvider, StreamedResponse] | None:
         """Ask providers in order, hedging to the next one when headers are late; first 2xx wins."""
         send, receive = anyio.create_memory_object_stream[tuple[RankedProvider, StreamedResponse | None]](
@@ -162,7 +234,7 @@ class PeerRelay(Relay):
                 if queue:
                     provider = queue.pop(0)
                     record.attempts += 1
-                    tg.start_soon(self._attempt, provider, target, byte_range, record, send.clone())
+                    tg.start_soon(self._attempt, provider, target, byte_range, record, send.clone(), growing)
                     pending += 1
                 wait = self.book.hedge_delay() if queue else math.inf
                 with anyio.move_on_after(wait):
@@ -188,9 +260,12 @@ class PeerRelay(Relay):
         byte_range: str | None,
         record: PullRecord,
         send: MemoryObjectSendStream[tuple[RankedProvider, StreamedResponse | None]],
+        growing: bool = False,
     ) -> None:
         peer = provider.peer
         headers = [(LOCAL_ONLY_HEADER, "1"), *self.auth_headers()]
+        if growing:
+            headers.append((GROWING_HEADER, "1"))
         if byte_range:
             headers.append(("range", byte_range))
         started = time.monotonic()
@@ -250,6 +325,7 @@ class PeerRelay(Relay):
         target: str,
         digest: Digest,
         record: PullRecord,
+        following: bool = False,
     ) -> Response | None:
         size, start, length, content_range = _extent(response)
         if size is None or length is None:
@@ -264,7 +340,8 @@ class PeerRelay(Relay):
         if content_range:
             headers.append(("Content-Range", content_range))
         record.bytes = length
-        body = _RelayBody(self, ranked, provider, response, target, digest, start, length, size, record)
+        body = _RelayBody(self, ranked, provider, response, target, digest, start, length, size, record,
+                          following)
         status = 206 if content_range else 200
         return Response(status, headers, StreamBody(body.chunks(), length, body.aclose))
 
@@ -299,8 +376,10 @@ class _RelayBody:
         length: int,
         size: int,
         record: PullRecord,
+        following: bool = False,
     ) -> None:
         self.relay, self.ranked, self.provider, self.response = relay, ranked, provider, response
+        self.following = following
         self.target, self.digest, self.record = target, digest, record
         self.start, self.length, self.size = start, length, size
         self.verify = start == 0 and length == size
@@ -318,7 +397,8 @@ class _RelayBody:
             began, before = time.monotonic(), received
             try:
                 caps = self.relay.crossing.caps if self.relay.crossing is not None else None
-                async for chunk in relay_chunks(self.response, self.provider.tier, caps, STALL_TIMEOUT):
+                stall = FOLLOW_STALL if self.following else STALL_TIMEOUT
+                async for chunk in relay_chunks(self.response, self.provider.tier, caps, stall):
                     if received + len(chunk) > self.length:
                         raise RelayFailed(f"{name} sent more than {self.length} bytes")
                     received += len(chunk)
@@ -340,6 +420,11 @@ class _RelayBody:
                 book.failed(name)
                 log_event(log, "relay_resume", level=30, peer=name, digest=self.digest.short,
                           at=self.start + received, error=str(exc))
+                if self.following:
+                    # Its fellow followers hang on the same download: containerd's retry goes upstream.
+                    self.relay.give_up_following(self.digest)
+                    self.record.extra["claim"] = "follow_failed"
+                    raise RelayFailed(f"following {name}'s download of {self.digest.short} failed") from exc
                 if not await self._resume(tried, self.start + received):
                     raise RelayFailed(f"no provider left to resume {self.digest.short}") from exc
             finally:

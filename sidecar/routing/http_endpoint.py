@@ -1,4 +1,4 @@
-"""The peer protocol's HTTP face: `POST /_lokal/v1/{advertise,lookup}` onto the holder-side service.
+"""The peer protocol's HTTP face: `POST /_lokal/v1/{advertise,lookup,fetching}` onto the holder-side service.
 
 Status codes: 200 with the reply; 400 malformed; 413 too large; 403 not a member (the sender is known
 only by its source address); 405 for another method; 404 for another path.
@@ -20,7 +20,7 @@ def peer_endpoint(
     service: Callable[[], IndexService], clock: Callable[[], float] = time.monotonic
 ) -> Callable[[Request, str], Awaitable[Response]]:
     async def handle(request: Request, path: str) -> Response:
-        if path not in ("advertise", "lookup"):
+        if path not in ("advertise", "lookup", "fetching"):
             return _error(404, ErrorCode.UNSUPPORTED, f"unknown peer call {path[:40]!r}")
         if request.method != "POST":
             return _error(405, ErrorCode.UNSUPPORTED, "peer calls are POST")
@@ -29,6 +29,8 @@ def peer_endpoint(
         try:
             if path == "advertise":
                 reply = index.handle_advertise(source, request.body, clock())
+            elif path == "fetching":
+                reply = index.handle_fetching(source, request.body, clock())
             else:
                 reply = index.handle_lookup(source, request.body, clock())
         except NotAMember as exc:

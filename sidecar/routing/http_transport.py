@@ -15,15 +15,20 @@ from sidecar.http.client import PeerClient, PeerHttpError
 from sidecar.membership import Peer
 from sidecar.routing.protocol import (
     ADVERTISE_PATH,
+    FETCHING_PATH,
     LOOKUP_PATH,
     AdvertiseReply,
     AdvertiseRequest,
+    FetchingReply,
+    FetchingRequest,
     LookupReply,
     LookupRequest,
     ProtocolError,
     decode_advertise_reply,
+    decode_fetching_reply,
     decode_lookup_reply,
     encode_advertise,
+    encode_fetching,
     encode_lookup,
 )
 from sidecar.routing.service import IndexService
@@ -74,6 +79,13 @@ class HttpPeerTransport:
             return local.service().lookup(local.address, request, local.clock())
         body = await self._post(peer, LOOKUP_PATH, encode_lookup(request), self.lookup_timeout)
         return _decoded(peer, decode_lookup_reply, body)
+
+    async def fetching(self, peer: Peer, request: FetchingRequest) -> FetchingReply:
+        local = self.local
+        if local is not None and peer.name == local.name:
+            return local.service().fetching(local.address, request, local.clock())
+        body = await self._post(peer, FETCHING_PATH, encode_fetching(request), self.lookup_timeout * 4)
+        return _decoded(peer, decode_fetching_reply, body)
 
     async def _post(self, peer: Peer, path: str, body: bytes, limit_s: float) -> bytes:
         if not peer.address:

@@ -3,9 +3,12 @@
 Rules:
 - The registry sees only `Router`: ready, lookup, advertise, withdraw. Providers come back as node names;
   ranking them (zone, region, policy) is the registry's job with the topology policy.
-- `OneHopRouter` is one node's whole index: its holder store and service (the HTTP layer serves
-  `router.service`), its advertiser and its lookup. The lead's wiring calls `start`, `run` and
-  `membership_changed`; the settings come from one `RoutingSettings`.
+- `OneHopRouter` is one node's whole index: its holder store, claim table and service (the HTTP layer
+  serves `router.service`), its advertiser, its lookup and its lease keeper (claims this node holds).
+- `find(key, claim=scope)` records this node as fetching the key where nobody holds it (share while
+  downloading); only a router with a `DownloadProbe` (it can tell whether its download is alive) claims.
+- The lead's wiring calls `start`, `run` and `membership_changed`; the settings come from one
+  `RoutingSettings`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import anyio
 
 from sidecar.membership import Membership, Peer
 from sidecar.routing.advertiser import DEFAULT_INTERVAL, Advertiser, SendReport
+from sidecar.routing.claims import CLUSTER, DEFAULT_FAN_OUT, DEFAULT_LEASE, ClaimTable
 from sidecar.routing.holders import DEFAULT_MAX_ENTRIES, HolderStore
+from sidecar.routing.leases import DownloadProbe, LeaseKeeper
 from sidecar.routing.lookup import DEFAULT_CACHE_TTL, DEFAULT_MERGE_WINDOW, DEFAULT_TIMEOUT, Found, Lookup
 from sidecar.routing.placement import DEFAULT_K, Ring
 from sidecar.routing.protocol import MAX_KEYS
@@ -34,6 +39,10 @@ class Router(Protocol):
 
     async def lookup(self, key: str, other_regions: Sequence[str] = ()) -> tuple[str, ...]:
         """Node names that hold `key`: this region first, then `other_regions` in order on a miss."""
+        ...
+
+    async def find(self, key: str, other_regions: Sequence[str] = (), claim: str | None = None) -> Found:
+        """`lookup` with the details; with `claim` (a scope) also claim the key where nobody holds it."""
         ...
 
     async def advertise(self, keys: Iterable[str]) -> None:
@@ -55,13 +64,17 @@ class RoutingSettings:
     merge_window: float = DEFAULT_MERGE_WINDOW
     cache_ttl: float = DEFAULT_CACHE_TTL
     max_batch_keys: int = MAX_KEYS
+    claim_lease: float = DEFAULT_LEASE  # seconds a claim lives without a renewal
+    claim_fan_out: int = DEFAULT_FAN_OUT  # followers handed to one in-progress provider
 
     def __post_init__(self) -> None:
         for name in ("advertise_interval", "lookup_timeout", "holder_ttl_intervals"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"routing setting {name} must be > 0, got {getattr(self, name)}")
-        if self.k < 1 or self.max_entries < 1 or self.max_batch_keys < 1:
-            raise ValueError("routing settings k, max_entries and max_batch_keys must be >= 1")
+        if self.k < 1 or self.max_entries < 1 or self.max_batch_keys < 1 or self.claim_fan_out < 1:
+            raise ValueError("routing settings k, max_entries, max_batch_keys and claim_fan_out must be >= 1")
+        if not self.claim_lease > 0:
+            raise ValueError(f"routing setting claim_lease must be > 0, got {self.claim_lease}")
 
 
 class RingSet:
@@ -74,9 +87,14 @@ class RingSet:
         self._rings: dict[str, Ring[Peer]] = {}
 
     def ring(self, region: str) -> Ring[Peer]:
+        """The ring of `region`, or of the whole cluster for `CLUSTER` (the scope of cross-region claims)."""
         ring = self._rings.get(region)
         if ring is None:
-            ring = self._rings[region] = Ring(self.membership.region_ring(region), self.k, self.memo_size)
+            if region == CLUSTER:
+                members = tuple(p for p in self.membership.peers.values() if p.ready and p.address)
+            else:
+                members = self.membership.region_ring(region)
+            ring = self._rings[region] = Ring(members, self.k, self.memo_size)
         return ring
 
 
@@ -89,6 +107,7 @@ class OneHopRouter:
         *,
         rings: RingSet | None = None,
         clock: Callable[[], float] = time.monotonic,
+        probe: DownloadProbe | None = None,
     ) -> None:
         self.settings = settings or RoutingSettings()
         me = membership.me
@@ -98,7 +117,8 @@ class OneHopRouter:
         self.clock = clock
         self.rings = rings or RingSet(membership, self.settings.k)
         ttl = self.settings.advertise_interval * self.settings.holder_ttl_intervals
-        self.service = IndexService(HolderStore(ttl, self.settings.max_entries), membership)
+        claims = ClaimTable(self.settings.claim_lease, self.settings.claim_fan_out)
+        self.service = IndexService(HolderStore(ttl, self.settings.max_entries), membership, claims)
         self.advertiser = Advertiser(
             transport, self.rings.ring(self.region), max_keys=self.settings.max_batch_keys
         )
@@ -110,6 +130,9 @@ class OneHopRouter:
             merge_window=self.settings.merge_window,
             cache_ttl=self.settings.cache_ttl,
             clock=clock,
+        )
+        self.leases = (
+            LeaseKeeper(transport, probe, lambda: self.service.membership.peers, clock) if probe else None
         )
         self._ready = False
 
@@ -127,10 +150,20 @@ class OneHopRouter:
         return report
 
     async def run(self, sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
-        """Re-advertise and sweep expired holder entries every interval, until cancelled."""
+        """Re-advertise and sweep expired holder entries every interval, and keep this node's claims
+        alive, until cancelled."""
+        if self.leases is not None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.leases.run, sleep)
+                tg.start_soon(self._advertise_periodically, sleep)
+        else:
+            await self._advertise_periodically(sleep)
+
+    async def _advertise_periodically(self, sleep: Callable[[float], Awaitable[None]]) -> None:
         while True:
             await sleep(self.settings.advertise_interval)
             self.service.store.expire(self.clock())
+            self.service.claims.expire(self.clock())
             await self.advertiser.advertise_all()
 
     async def membership_changed(self, membership: Membership, rings: RingSet | None = None) -> SendReport:
@@ -140,11 +173,20 @@ class OneHopRouter:
         self.finder.forget()
         return await self.advertiser.membership_changed(self.rings.ring(self.region))
 
-    async def find(self, key: str, other_regions: Sequence[str] = ()) -> Found:
-        return await self.finder.find(key, other_regions)
+    async def find(self, key: str, other_regions: Sequence[str] = (), claim: str | None = None) -> Found:
+        if self.leases is None:
+            claim = None  # a claim nobody renews would make others follow a download that may not exist
+        found = await self.finder.find(key, other_regions, claim)
+        if claim is not None and found.claim_homes and not found.shared and self.leases is not None:
+            self.leases.hold(key, claim, found.claim_homes, found.claimed)
+        return found
 
     async def lookup(self, key: str, other_regions: Sequence[str] = ()) -> tuple[str, ...]:
         return (await self.finder.find(key, other_regions)).providers
+
+    async def in_progress(self, key: str, scope: str) -> tuple[str, ...]:
+        """Nodes downloading `key` right now in `scope` (for `lokal where`; records nothing)."""
+        return await self.finder.in_progress(key, scope)
 
     async def advertise(self, keys: Iterable[str]) -> None:
         await self.advertiser.added(keys)
@@ -173,6 +215,10 @@ class InMemoryRouter:
 
     def ready(self) -> bool:
         return True
+
+    async def find(self, key: str, other_regions: Sequence[str] = (), claim: str | None = None) -> Found:
+        providers = await self.lookup(key, other_regions)
+        return Found(providers, self.region if providers else None)
 
     async def lookup(self, key: str, other_regions: Sequence[str] = ()) -> tuple[str, ...]:
         holders = self.index.holders.get(key, {})

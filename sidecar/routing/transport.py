@@ -22,12 +22,16 @@ from sidecar.membership import Peer
 from sidecar.routing.protocol import (
     AdvertiseReply,
     AdvertiseRequest,
+    FetchingReply,
+    FetchingRequest,
     LookupReply,
     LookupRequest,
     ProtocolError,
     decode_advertise_reply,
+    decode_fetching_reply,
     decode_lookup_reply,
     encode_advertise,
+    encode_fetching,
     encode_lookup,
 )
 from sidecar.routing.service import IndexService, NotAMember
@@ -44,6 +48,10 @@ class PeerTransport(Protocol):
 
     async def lookup(self, peer: Peer, request: LookupRequest) -> LookupReply:
         """POST /_lokal/v1/lookup to `peer`."""
+        ...
+
+    async def fetching(self, peer: Peer, request: FetchingRequest) -> FetchingReply:
+        """POST /_lokal/v1/fetching to `peer`."""
         ...
 
 
@@ -113,5 +121,17 @@ class InProcessTransport:
                 return service.lookup(self.source_address, request, self.network.now())
             body = service.handle_lookup(self.source_address, encode_lookup(request), self.network.now())
             return decode_lookup_reply(body)
+        except (ProtocolError, NotAMember) as exc:
+            raise PeerUnavailable(f"{peer.name} answered {exc.status}: {exc}") from exc
+
+    async def fetching(self, peer: Peer, request: FetchingRequest) -> FetchingReply:
+        service = await self._reach(peer, "fetching")
+        try:
+            if not self.network.codec:
+                return service.fetching(self.source_address, request, self.network.now())
+            body = service.handle_fetching(
+                self.source_address, encode_fetching(request), self.network.now()
+            )
+            return decode_fetching_reply(body)
         except (ProtocolError, NotAMember) as exc:
             raise PeerUnavailable(f"{peer.name} answered {exc.status}: {exc}") from exc

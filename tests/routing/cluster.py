@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sidecar.membership import Membership, Peer
 from sidecar.routing import InProcessNetwork, OneHopRouter, RingSet, RoutingSettings
+from sidecar.routing.leases import DownloadProbe
 
 
 def digest(label: str) -> str:
@@ -34,7 +35,12 @@ class Cluster:
     routers: dict[str, OneHopRouter] = field(default_factory=dict)
 
 
-def build_cluster(layout: dict[str, int], settings: RoutingSettings | None = None, zones: int = 2) -> Cluster:
+def build_cluster(
+    layout: dict[str, int],
+    settings: RoutingSettings | None = None,
+    zones: int = 2,
+    probe: DownloadProbe | None = None,
+) -> Cluster:
     """`layout`: region -> node count. Nodes are named `<region>-n<i>` with distinct addresses."""
     peers: list[Peer] = []
     for r, (region, count) in enumerate(sorted(layout.items())):
@@ -50,7 +56,9 @@ def build_cluster(layout: dict[str, int], settings: RoutingSettings | None = Non
     for p in peers:
         membership = Membership(p.name, first.peers)
         assert p.address is not None
-        router = OneHopRouter(membership, network.transport(p.address), settings, rings=rings, clock=clock)
+        router = OneHopRouter(
+            membership, network.transport(p.address), settings, rings=rings, clock=clock, probe=probe
+        )
         network.attach(p.address, router.service)
         cluster.routers[p.name] = router
     return cluster
