@@ -53,6 +53,19 @@ EQUIVALENTS: list[tuple[str, list[str], dict[str, Any]]] = [
     ("overlays/isolate", [], helm_values()),
     ("overlays/prefer", [], helm_values(topology={"mode": "prefer", "crossRegion": "always"})),
     ("overlays/isolate", ["monitoring"], helm_values(monitoring={"enabled": True})),
+    ("overlays/isolate", ["peer-token"], helm_values(peerToken={"enabled": True})),
+    ("overlays/isolate", ["distributions/k3s"], helm_values("values-k3s.yaml")),
+    ("overlays/isolate", ["distributions/rke2"], helm_values("values-rke2.yaml")),
+    (
+        "overlays/prefer",
+        ["monitoring", "peer-token", "distributions/rke2"],
+        helm_values(
+            "values-rke2.yaml",
+            topology={"mode": "prefer", "crossRegion": "always"},
+            monitoring={"enabled": True},
+            peerToken={"enabled": True},
+        ),
+    ),
 ]
 VALUE_SETS = {
     "defaults": helm_values(),
@@ -64,6 +77,7 @@ VALUE_SETS = {
         monitoring={"enabled": True},
         peerToken={"enabled": True, "tokens": ["a" * 32, "b" * 32]},
         registries={"upstream": {"docker.io": "https://registry-1.docker.io"}, "prependExisting": True},
+        topology={"regionLabel": "example.com/region", "zoneLabel": "example.com/zone"},
         nodeSelector={"kubernetes.io/os": "linux"},
         image={"digest": "sha256:" + "0" * 64},
     ),

@@ -316,9 +316,18 @@ def rendered_with(kustomization: str, component: str, workdir: Path) -> list[Res
     assert result.returncode == 0, result.stderr
     (workdir / "rendered.yaml").write_text(result.stdout)
     validated = subprocess.run(
-        [str(VALIDATE), "--strict", "--kubernetes-version", KUBERNETES_VERSIONS[-1], "--quiet",
-         str(workdir / "rendered.yaml")],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            str(VALIDATE),
+            "--strict",
+            "--kubernetes-version",
+            KUBERNETES_VERSIONS[-1],
+            "--quiet",
+            str(workdir / "rendered.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert validated.returncode == 0, validated.stdout + validated.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
@@ -369,9 +378,10 @@ def test_the_documented_uninstall_stops_lokal_and_cleans_up_before_anything_dele
     (cleanup,) = daemonsets("uninstall")
     assert cleanup["metadata"]["name"] == "lokal-cleanup"
     deletes_namespace = [
-        i for i, c in enumerate(commands)
-        if " delete -k " in c and only(rendered(c.split(" -k ")[1].split()[0].removeprefix("manifests/")),
-                                       "Namespace")
+        i
+        for i, c in enumerate(commands)
+        if " delete -k " in c
+        and only(rendered(c.split(" -k ")[1].split()[0].removeprefix("manifests/")), "Namespace")
     ]
     assert deletes_namespace and min(deletes_namespace) > waits[0]
     # Step 3 removes what is left, tolerating what is already gone.
