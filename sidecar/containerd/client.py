@@ -158,6 +158,20 @@ class ContainerdClient:
             raise _unavailable(exc) from None
         return counts
 
+    async def list_content(self) -> set[str]:
+        """The digest of every blob this namespace holds: one streamed call, however many blobs."""
+        call = self._content.List(content_pb2.ListContentRequest(), metadata=self._metadata,
+                                  timeout=CALL_TIMEOUT)
+        digests: set[str] = set()
+        try:
+            async for response in call:
+                digests.update(info.digest for info in response.info)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc) from None
+        finally:
+            call.cancel()
+        return digests
+
     async def abort_ingests(self, digest: Digest) -> int:
         """Drop every in-progress ingest that expects `digest`; returns how many were dropped."""
         try:

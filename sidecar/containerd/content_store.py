@@ -5,8 +5,10 @@ Rules:
   that this namespace holds (it is in the index, built from namespaced calls, or Info finds it).
 - Blobs are served from `<content root>/blobs/<alg>/<hex>` when readable; otherwise through gRPC Read.
   The handle says which (`source`).
-- The index (keys this node can serve) follows containerd's image events, and is rebuilt by a full rescan
-  after every (re)connect, so that nothing missed while disconnected is lost.
+- The index (keys this node can serve) follows containerd's image events, and is rebuilt by a rescan
+  after every (re)connect and every `rescan_interval`, so that nothing missed is lost. A rescan never
+  overwrites a newer event, and costs two calls (List images, List content) plus a walk of each target
+  it has not walked before, however many layers the node holds (sidecar/containerd/rescan.py).
 - One log line per connection state change, not per retry.
 - Calls on a request's path (a tag, a manifest, a blob's Info, /readyz) have short deadlines, far below
   what containerd waits for a mirror (tens of seconds) and what the kubelet waits for a probe (1 s). Once
@@ -38,6 +40,7 @@ from sidecar.containerd.broadcast import ChangeBroadcast
 from sidecar.containerd.client import ContainerdClient, ContainerdStalled
 from sidecar.containerd.diagnostics import content_root_warning, namespace_warning
 from sidecar.containerd.events import TOPICS, ContentDeleted, ImageChanged, ImageDeleted, parse_event
+from sidecar.containerd.rescan import EventLog, Walked, merge
 from sidecar.containerd.store import (
     BlobInfo,
     FileBlob,
@@ -47,7 +50,7 @@ from sidecar.containerd.store import (
     StoreUnavailable,
     StreamBlob,
 )
-from sidecar.containerd.walk import walk_image
+from sidecar.containerd.walk import WalkResult, walk_image
 from sidecar.logs import get_logger, log_event
 from sidecar.oci import Digest, InvalidDigest, NotAManifest, is_digest, load_manifest, parse_digest, tag_key
 from sidecar.oci.mediatypes import MAX_MANIFEST_BYTES
@@ -84,6 +87,10 @@ def check_socket_setting(socket_path: str) -> None:
         )
 
 
+def _walked(target: str, result: WalkResult) -> Walked:
+    return Walked(target, frozenset(key for key in result.keys | result.absent if is_digest(key)))
+
+
 class ContainerdStore:
     def __init__(
         self,
@@ -106,6 +113,8 @@ class ContainerdStore:
         self._sizes: dict[str, int] = {}
         self._orphans: set[str] = set()  # unreferenced but still on disk: kept until GC takes them
         self._index: frozenset[str] = frozenset()
+        self._events = EventLog()  # which images and blobs events changed, so a rescan never undoes them
+        self._walked: dict[str, Walked] = {}  # target digest -> its walk, reused by rescans
         self._changes = ChangeBroadcast()
         self._lock = anyio.Lock()
         self._down_logged = False
@@ -262,7 +271,7 @@ class ContainerdStore:
         if self._configured_root is None:
             plugin_root = await self._client.content_root()
             self.content_root = plugin_root
-        await self._rescan()
+        await self.rescan()
         self._images_elsewhere = {} if self._image_keys else await self._client.images_by_namespace()
         for warning in self.warnings:
             if warning not in self._warned:
@@ -311,15 +320,45 @@ class ContainerdStore:
             await anyio.sleep(self.rescan_interval)
             if self.connected:
                 with contextlib.suppress(StoreUnavailable):  # the event loop notices and reconnects
-                    await self._rescan()
+                    await self.rescan()
 
-    async def _rescan(self) -> None:
-        image_keys, absent = await self._walk_all()
-        still_there = {key for key in self._orphans if await self._client.info(parse_digest(key))}
+    async def rescan(self) -> None:
+        """Bring the index in line with containerd: two List calls, and a walk of each new target."""
+        start = self._events.seq
+        cached = dict(self._walked)
+        images = await self._client.list_images()
+        present = await self._client.list_content()
+
+        async def held(digest: Digest) -> bool:
+            return str(digest) in present
+
+        scanned: dict[str, frozenset[str]] = {}
+        absent: set[str] = set()
+        walked: dict[str, Walked] = {}
+        for name, target in images:
+            if not is_digest(target):
+                scanned[name] = frozenset()
+                continue
+            walk = walked.get(target) or cached.get(target)
+            if walk is None:
+                result = await walk_image(name, parse_digest(target), self._read_small, held)
+                self._sizes.update(result.sizes)
+                walk = _walked(target, result)
+            if target in present:
+                walked[target] = walk
+            scanned[name] = walk.keys(name, present)
+            absent |= walk.absent(present)
         async with self._lock:
-            self._image_keys = image_keys
-            self._orphans = still_there
-            self.absent_blobs = absent
+            touched, deleted = self._events.since(start)
+            self._image_keys = merge(self._image_keys, scanned, touched, deleted)
+            self._orphans = {key for key in self._orphans if key in present and key not in deleted}
+            self._events.forget_through(start)
+            for target in walked:
+                latest = self._walked.get(target)
+                if latest is not None and latest is not cached.get(target):
+                    walked[target] = latest  # an event walked it during the scan: that walk is newer
+            self._walked = walked
+            self.absent_blobs = len(absent)
             self._publish_index()
 
     async def _walk_all(self) -> tuple[dict[str, frozenset[str]], int]:
@@ -336,6 +375,8 @@ class ContainerdStore:
             return frozenset(), set()
         result = await walk_image(name, parse_digest(target), self._read_small, self._exists)
         self._sizes.update(result.sizes)  # a digest's size never changes: no need to forget
+        if result.keys:
+            self._walked[target] = _walked(target, result)
         return frozenset(result.keys), result.absent
 
     async def _apply(self, topic: str, type_url: str, value: bytes) -> None:
@@ -344,16 +385,19 @@ class ContainerdStore:
             target = await self._client.get_image_target(event.name)
             keys, _ = await self._walk(event.name, target) if target else (frozenset(), set())
             async with self._lock:
+                self._events.image(event.name)
                 self._image_keys[event.name] = keys
                 self._publish_index()
         elif isinstance(event, ImageDeleted):
             async with self._lock:
+                self._events.image(event.name)
                 self._image_keys.pop(event.name, None)
                 before = self._index
                 self._publish_index(keep=before)  # digests stay until Info confirms they are gone
             await self._recheck_removals(before)
         elif isinstance(event, ContentDeleted) and is_digest(event.digest):
             async with self._lock:
+                self._events.blob_deleted(event.digest)
                 self._image_keys = {n: k - {event.digest} for n, k in self._image_keys.items()}
                 self._orphans.discard(event.digest)
                 self._publish_index()
