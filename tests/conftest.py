@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from lokal_lab import containerd_versions
 from lokal_lab.containerd import ContainerdInstance
 from lokal_lab.processes import ProcessGroup
 from lokal_lab.registry import RegistryInstance
@@ -25,6 +26,45 @@ def _real_parts_missing() -> str | None:
 
 REAL_PARTS_MISSING = _real_parts_missing()
 needs_real_parts = pytest.mark.skipif(REAL_PARTS_MISSING is not None, reason=REAL_PARTS_MISSING or "")
+
+
+# ---- the containerd version matrix ----
+# Tests marked `containerd_matrix` run once per version (LOKAL_CONTAINERD_MATRIX, default all of SERIES);
+# every other test runs on LOKAL_CONTAINERD's version (default the system's 1.6). The parameter sets
+# LOKAL_CONTAINERD while its tests run, so every containerd they start (directly, or in a lab cluster)
+# is that version.
+
+
+def matrix_series() -> list[str]:
+    chosen = os.environ.get("LOKAL_CONTAINERD_MATRIX")
+    return [s.strip() for s in chosen.split(",") if s.strip()] if chosen else list(containerd_versions.SERIES)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("containerd_matrix"):
+        metafunc.parametrize("containerd_version", matrix_series(), indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def containerd_version(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The version a `containerd_matrix` test runs on (None for other tests: LOKAL_CONTAINERD's)."""
+    series: str | None = getattr(request, "param", None)
+    if series is None:
+        yield None
+        return
+    try:
+        containerd_versions.containerd_version(series)
+    except containerd_versions.ContainerdVersionError as exc:
+        pytest.skip(str(exc))
+    before = os.environ.get(containerd_versions.ENV_VERSION)
+    os.environ[containerd_versions.ENV_VERSION] = series
+    try:
+        yield series
+    finally:
+        if before is None:
+            os.environ.pop(containerd_versions.ENV_VERSION, None)
+        else:
+            os.environ[containerd_versions.ENV_VERSION] = before
 
 
 @pytest.fixture(scope="session")

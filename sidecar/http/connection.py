@@ -36,9 +36,17 @@ from sidecar.http.limits import ServerLimits
 from sidecar.http.messages import Body, FileBody, Handler, Response, StreamBody
 from sidecar.logs import log_event
 
+# A body this small that was written whole counts as received: it is not worth a wait for the ACK.
+_TRUST_WRITTEN_UP_TO = 256 * 1024
+
 
 class _Close(Exception):
     """End this connection now (after whatever was already sent)."""
+
+
+class _BodyFailed(Exception):
+    """The body itself failed (a stream raised or had the wrong length, a file ended short): the cause
+    of a `_Close` that is our side's fault, not the client's."""
 
 
 class HttpConnection:
@@ -275,11 +283,38 @@ class HttpConnection:
             else:
                 await sockio.send_all(sock, head.data, timeout, sockio.MSG_MORE)
                 await sockio.send_all(sock, body, timeout)
-        elif isinstance(body, FileBody):
-            await self._send_file(head.data, body)
         else:
-            await self._send_stream(head.data, body, body_framing)
+            await self._send_body(response, body, head.data, body_framing)
         return head.keep_alive
+
+    async def _send_body(
+        self, response: Response, body: FileBody | StreamBody, head: bytes, body_framing: framing.BodyFraming
+    ) -> None:
+        """Send a file or stream body and record on `response` how much of it the client received.
+
+        Written is not received: a client that reads one chunk of an open-ended range and hangs up
+        leaves the rest in the socket buffers. So a body's count is what the client's TCP acknowledged
+        once the body is out (a large one waits for the acknowledgement; that takes a poll when the
+        client reads on, and ends at once when it hung up and reset the connection).
+        """
+        sock = self._sock
+        acked_before = sockio.bytes_acked(sock)
+        written = [0]  # stream body bytes handed to the kernel
+        try:
+            if isinstance(body, FileBody):
+                await self._send_file(head, body)
+                written[0] = body.length
+            else:
+                await self._send_stream(head, body, body_framing, written)
+        except BaseException as exc:
+            promised = body.length if isinstance(body, FileBody) else written[0]
+            response.sent = _delivered(acked_before, sockio.bytes_acked(sock), len(head), promised)
+            response.body_failed = isinstance(exc, _BodyFailed) or isinstance(exc.__cause__, _BodyFailed)
+            raise
+        response.sent = written[0]
+        if acked_before is not None and written[0] > _TRUST_WRITTEN_UP_TO:
+            acked = await sockio.wait_acknowledged(sock, self._limits.write_timeout)
+            response.sent = _delivered(acked_before, acked, len(head), written[0])
 
     async def _send_file(self, head: bytes, body: FileBody) -> None:
         timeout = self._limits.write_timeout
@@ -290,12 +325,17 @@ class HttpConnection:
         await sockio.send_all(self._sock, head, timeout, sockio.MSG_MORE)
         try:
             await sockio.send_file(self._sock, body.fd, body.offset, body.length, timeout, self._waiter)
+        except sockio.FileBodyShort as exc:
+            log_event(self._logger, "http_sendfile_failed", logging.WARNING, error=str(exc))
+            raise _Close from _BodyFailed(str(exc))
         except OSError as exc:
             if not isinstance(exc, (BrokenPipeError, ConnectionResetError)):
                 log_event(self._logger, "http_sendfile_failed", logging.WARNING, error=str(exc))
             raise _Close from exc
 
-    async def _send_stream(self, head: bytes, body: StreamBody, body_framing: framing.BodyFraming) -> None:
+    async def _send_stream(
+        self, head: bytes, body: StreamBody, body_framing: framing.BodyFraming, written: list[int]
+    ) -> None:
         sock = self._sock
         timeout = self._limits.write_timeout
         chunked = body_framing is framing.BodyFraming.CHUNKED
@@ -317,7 +357,7 @@ class HttpConnection:
                 )
                 if pending is not None:
                     await self._send_canned(502, "upstream body failed")
-                raise _Close from exc
+                raise _Close from _BodyFailed(str(exc))
             if not data:
                 continue
             if remaining is not None:
@@ -328,14 +368,16 @@ class HttpConnection:
                         logging.WARNING,
                         error=f"a {len(data)}-byte chunk with {remaining} bytes left of the length",
                     )
-                    raise _Close
+                    raise _Close from _BodyFailed("stream longer than its length")
                 remaining -= len(data)
+            size = len(data)
             if chunked:
                 data = framing.chunk(data)
             if pending is not None:
                 data = pending + data
                 pending = None
             await sockio.send_all(sock, data, timeout)
+            written[0] += size
         if remaining:
             log_event(
                 self._logger,
@@ -343,7 +385,7 @@ class HttpConnection:
                 logging.WARNING,
                 error=f"the stream ended {remaining} bytes short of its length",
             )
-            raise _Close
+            raise _Close from _BodyFailed("stream shorter than its length")
         tail = framing.LAST_CHUNK if chunked else b""
         if pending is not None:
             tail = pending + tail
@@ -375,6 +417,14 @@ class HttpConnection:
             pass
         finally:
             sock.close()
+
+
+def _delivered(acked_before: int | None, acked_now: int | None, head: int, promised: int) -> int:
+    """Body bytes that reached the client: what its TCP acknowledged since the head went out, at most
+    what was handed to the kernel. Without TCP_INFO, the bytes handed over."""
+    if acked_before is None or acked_now is None:
+        return promised
+    return max(0, min(promised, acked_now - acked_before - head))
 
 
 async def _release(body: Body, logger: logging.Logger) -> None:

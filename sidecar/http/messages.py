@@ -77,11 +77,20 @@ Body = bytes | FileBody | StreamBody
 
 @dataclass(slots=True)
 class Response:
-    """What a handler returns. The server sets Content-Length from the body (see `framing_length`)."""
+    """What a handler returns. The server sets Content-Length from the body (see `framing_length`).
+
+    For a FileBody or StreamBody the server fills in `sent` and `body_failed` before it releases the
+    body, so a release hook can report what really happened: `sent` is the body bytes the client
+    received (all of them when the body completed; when it broke off, what the client's TCP
+    acknowledged, never the bytes merely promised), and `body_failed` says the body itself failed (a
+    stream raised, a file ended short), as opposed to the client going away.
+    """
 
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: Body = b""
+    sent: int | None = None
+    body_failed: bool = False
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sidecar.caps.pacer import Cap, paced_response
@@ -246,43 +246,20 @@ def _manifest_headers(media_type: str, digest: Digest, length: int) -> list[tupl
 
 
 def _finishing(response: Response, record: PullRecord) -> Response:
-    """Attach `record.finish` to the end of the response body, so the log line carries the whole
-    transfer's duration; bodies that are plain bytes finish now."""
-    body = response.body
-    if isinstance(body, FileBody):
-        inner_close = body.close
-
-        def close() -> None:
-            if inner_close is not None:
-                inner_close()
-            record.finish()
-
-        response.body = FileBody(body.fd, body.offset, body.length, close)
-    elif isinstance(body, StreamBody):
-        inner_aclose = body.aclose
-
-        async def aclose() -> None:
-            if inner_aclose is not None:
-                await inner_aclose()
-            record.finish()  # no-op when the counting iterator already finished it
-
-        response.body = StreamBody(_counting(body, record), body.length, aclose)
-    else:
+    """Finish `record` when the response body is done, so the log line carries the whole transfer's
+    duration and the bytes the client really received (the server's count: a client that hangs up
+    after a chunk of an open-ended range is charged for that chunk, not for the remainder it was
+    promised). Bodies that are plain bytes finish now."""
+    if not isinstance(response.body, (FileBody, StreamBody)):
         record.finish()
-    return response
+        return response
 
+    def done() -> None:
+        if response.sent is not None:
+            record.bytes = response.sent
+        record.finish(ok=not response.body_failed)
 
-async def _counting(body: StreamBody, record: PullRecord) -> AsyncIterator[bytes]:
-    sent = 0
-    try:
-        async for chunk in body.chunks:
-            sent += len(chunk)
-            yield chunk
-    except BaseException:
-        record.bytes = sent
-        record.finish(ok=False)
-        raise
-    record.finish(ok=body.length is None or sent == body.length)
+    return on_body_done(response, done)
 
 
 def _is_loopback(address: str) -> bool:

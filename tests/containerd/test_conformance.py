@@ -18,7 +18,7 @@ from sidecar.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from tests.conftest import REAL_PARTS_MISSING
 from tests.containerd.harness import ContainerdHarness, Harness, MemoryHarness, make_image
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.containerd_matrix]
 
 
 @pytest.fixture(params=["memory", "containerd"])

@@ -16,7 +16,7 @@ from lokal_lab.registry import RegistryInstance
 from tests.conftest import needs_real_parts
 from tests.registry.lokal_process import LokalProcess
 
-pytestmark = needs_real_parts
+pytestmark = [needs_real_parts, pytest.mark.containerd_matrix]
 
 
 @pytest.fixture
@@ -73,7 +73,14 @@ def test_node_b_pulls_through_lokal_from_node_a_with_upstream_down(
     served = {(p["kind"], p["result"]) for p in pulls if p["method"] == "GET"}
     assert ("blob", "local") in served and ("manifest", "local") in served
     blob_bytes = sum(p["bytes"] for p in pulls if p["kind"] == "blob" and p["method"] == "GET")
-    assert blob_bytes == sum(b.size for b in image.blobs_for("linux/amd64")[-len(layers) - 1 :])
+    expected = sum(b.size for b in image.blobs_for("linux/amd64")[-len(layers) - 1 :])
+    if not node_b.version.fetches_layers_in_ranges:
+        assert blob_bytes == expected
+    else:
+        # 2.1 hangs up after each 1 MiB chunk of an open-ended range: each request is charged what
+        # containerd's TCP took in (its chunk and what its receive buffer held), never the remainder it
+        # was promised (that was ~32x the layer). test_ranged_fetches bounds it exactly.
+        assert expected <= blob_bytes <= expected * 1.2 + (4 << 20)
     assert lokal.stop() == 0  # SIGTERM drains and exits 0
 
 
