@@ -5,6 +5,8 @@ Rules:
 - containerd's requests (the mirror path) go to `lokal_requests_total`; requests a peer made with the
   local-only header go to `lokal_peer_requests_total`, with the asking peer's tier as seen from here. So a
   hit ratio computed from `lokal_requests_total` is never inflated by serving peers.
+- containerd's HEADs and Range continuations go to `lokal_followup_requests_total` instead: each body
+  counts once in the hit ratio, however many requests it took. Their bytes still count.
 - Bytes: a hit for containerd counts `to_containerd` at its source tier, and a peer hit also `from_peer`;
   a request served to a peer counts `to_peer` at the peer's tier. Bytes of a body that broke off count
   what was sent.
@@ -31,7 +33,7 @@ HITS = ("local", "peer")
 
 @dataclass(frozen=True, slots=True)
 class PullOutcome:
-    counter: str  # "requests" | "peer_requests"
+    counter: str  # "requests" | "peer_requests" | "followups"
     kind: str
     result: str
     tier: str
@@ -39,7 +41,8 @@ class PullOutcome:
     ttfb: float | None = None
     transfer: float | None = None
     lookup: tuple[str, float] | None = None  # (outcome, seconds)
-    miss: tuple[str, str, str] | None = None  # (ns, kind, reason)
+    miss: tuple[str, str, str] | None = None  # (registry, kind, reason)
+    request: str = ""  # for followups: "head" | "range"
     digest_mismatch: bool = False
 
 
@@ -60,17 +63,19 @@ def classify(record: PullRecord, asker_tier: str = Tier.SAME_NODE.value) -> Pull
     if record.lookup_s is not None:
         lookup = ("hit" if record.lookup_hit else "miss", record.lookup_s)
     miss_reason = record.miss
+    followup = "head" if record.method == "HEAD" else "range" if record.continuation else ""
     return PullOutcome(
-        "requests",
+        "followups" if followup else "requests",
         record.kind,
         record.result,
         tier,
         tuple(flows),
         ttfb=record.ttfb if hit else None,
-        transfer=record.elapsed if hit and record.method != "HEAD" else None,
+        transfer=record.elapsed if hit and not followup else None,  # a whole body's time only
         lookup=lookup,
         miss=(record.ns, record.kind, miss_reason.value) if miss_reason else None,
         digest_mismatch=mismatch,
+        request=followup,
     )
 
 
@@ -90,8 +95,11 @@ def asker_tier(client: str, membership: Membership | None) -> str:
 
 def apply(metrics: Metrics, outcome: PullOutcome) -> None:
     child = metrics.child
-    counter = metrics.requests if outcome.counter == "requests" else metrics.peer_requests
-    child(counter, outcome.kind, outcome.result, outcome.tier).inc()
+    if outcome.counter == "followups":
+        child(metrics.followups, outcome.kind, outcome.request, outcome.result).inc()
+    else:
+        counter = metrics.requests if outcome.counter == "requests" else metrics.peer_requests
+        child(counter, outcome.kind, outcome.result, outcome.tier).inc()
     for direction, tier, count in outcome.bytes:
         child(metrics.bytes, direction, tier).inc(count)
     if outcome.ttfb is not None:
@@ -101,8 +109,8 @@ def apply(metrics: Metrics, outcome: PullOutcome) -> None:
     if outcome.lookup is not None:
         child(metrics.lookup, outcome.lookup[0]).observe(outcome.lookup[1])
     if outcome.miss is not None:
-        ns, kind, reason = outcome.miss
-        child(metrics.misses, metrics.ns_label(ns), kind, reason).inc()
+        registry, kind, reason = outcome.miss
+        child(metrics.misses, metrics.registry_label(registry), kind, reason).inc()
     if outcome.digest_mismatch:
         metrics.digest_mismatches.inc()
 
@@ -117,8 +125,9 @@ class PullMetrics:
 
     def __call__(self, record: PullRecord) -> None:
         tier = asker_tier(record.client, self.membership()) if record.for_peer else Tier.SAME_NODE.value
-        apply(self.metrics, classify(record, tier))
+        outcome = classify(record, tier)
+        apply(self.metrics, outcome)
         summary = dict(record.fields())
         if record.for_peer:
             summary["peer_tier"] = tier
-        self.tally.add(summary)
+        self.tally.add(summary, followup=outcome.counter == "followups")

@@ -22,15 +22,17 @@ class PullTally:
     peer_requests: int = 0
     recent: deque[Mapping[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT))
 
-    def add(self, summary: Mapping[str, Any]) -> None:
-        """One finished request, as `PullRecord.fields()` gives it."""
+    def add(self, summary: Mapping[str, Any], followup: bool = False) -> None:
+        """One finished request, as `PullRecord.fields()` gives it. A `followup` (a HEAD, a Range
+        continuation) shows in `recent` and its bytes count, but it is not a request of the hit ratio."""
         self.recent.append(summary)
         tier = summary.get("tier") or "unknown"
         if summary.get("requester") == "peer":
             self.peer_requests += 1
             self.bytes_to_peers_by_tier[str(summary.get("peer_tier") or "unknown")] += summary["bytes"]
             return
-        self.by_result[summary["result"]] += 1
+        if not followup:
+            self.by_result[summary["result"]] += 1
         if summary["bytes"]:
             self.bytes_by_tier[tier] += summary["bytes"]
 

@@ -24,7 +24,7 @@ from sidecar.oci import Digest, ErrorCode, error_body
 from sidecar.registry.bodies import on_body_done
 from sidecar.registry.growing import GROWING_HEADER, Committed, GrowingSource
 from sidecar.registry.pulls import Miss, PullObserver, PullRecord
-from sidecar.registry.ranges import ByteRange, Unsatisfiable, parse_range
+from sidecar.registry.ranges import ByteRange, Unsatisfiable, continues_a_body, parse_range
 from sidecar.registry.refusals import RefusalLog
 from sidecar.registry.routes import (
     BlobRequest,
@@ -137,6 +137,7 @@ class RegistryHandler:
         )
         local_only = request.header(LOCAL_ONLY_HEADER) is not None
         record.for_peer = local_only
+        record.continuation = continues_a_body(request.header("range"))
         gate = self.uploads if local_only and request.method == "GET" else None
         capped = self.upload_cap if gate is not None else None
         if capped is not None and not capped.admits():

@@ -87,6 +87,7 @@ class PullRecord:
     attempts: int = 0
     providers_busy: int = 0  # providers that answered 503 (their upload limit), among `attempts`
     for_peer: bool = False  # asked by a peer with the local-only header, not by containerd
+    continuation: bool = False  # a Range request past byte 0: the rest of a body already asked for
     lookup_s: float | None = None  # how long the index lookup took, when there was one
     lookup_hit: bool | None = None  # whether the lookup named any provider (before the policy's say)
     responded_at: float | None = None  # when the response headers were ready

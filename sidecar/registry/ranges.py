@@ -31,6 +31,16 @@ class Unsatisfiable(ValueError):
     pass
 
 
+def continues_a_body(header: str | None) -> bool:
+    """A single range that starts past byte 0 (`bytes=N-`, N > 0): a resume or one of several parallel
+    chunks, not a first request for the body. A suffix range (`-n`) also starts past the first byte."""
+    match = _RANGE.fullmatch(header.strip()) if header else None
+    if match is None:
+        return False
+    first, last = match.groups()
+    return (bool(first) and int(first) > 0) or (not first and bool(last))
+
+
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The range to serve, None for the whole blob; raises Unsatisfiable for 416."""
     if header is None:

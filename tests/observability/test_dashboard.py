@@ -79,3 +79,22 @@ def test_the_monitoring_component_renders_onto_an_install(tmp_path: Path) -> Non
     assert "kind: ServiceMonitor" in result.stdout
     assert "LOKAL_METRICS_LISTEN: 0.0.0.0:5051" in result.stdout
     assert "containerPort: 5051" in result.stdout
+
+
+def test_transfer_duration_and_throughput_by_tier_and_region_with_region_and_node_filters() -> None:
+    document = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in document["templating"]["list"]}
+    assert variables["region"]["query"]["query"] == "label_values(lokal_node_info, region)"
+    assert variables["node"]["query"]["query"] == 'label_values(lokal_node_info{region=~"$region"}, node)'
+    assert variables["region"]["includeAll"] and variables["node"]["includeAll"]
+    for title, expr in queries():  # operators look at one region, or one node, in every panel
+        assert 'lokal_node_info{region=~"$region", node=~"$node"}' in expr, title
+    duration = [expr for title, expr in queries() if "transfer duration" in title.lower()]
+    assert any("histogram_quantile(0.5," in e for e in duration)
+    assert any("histogram_quantile(0.99," in e for e in duration)
+    assert all("lokal_transfer_duration_seconds_bucket" in e for e in duration)
+    assert all("by (tier, region, le)" in e for e in duration)
+    throughput = [expr for title, expr in queries() if "throughput" in title.lower()]
+    assert throughput and all("by (tier, region)" in e and "lokal_bytes_total" in e for e in throughput)
+    misses = [expr for title, expr in queries() if "misses by registry" in title.lower()]
+    assert misses and all("by (registry, reason)" in e for e in misses)

@@ -69,8 +69,8 @@ async def test_a_miss_caused_by_a_bound_is_counted_as_that_limit_not_as_not_foun
         assert status == 404
         await cluster.wait_finished({"a": 1})
         assert [r.miss for r in records] == [miss] and miss in LIMIT_MISSES
-        assert cluster.sample("a", "lokal_misses_total", ns=NS, kind="blob", reason=miss.value) == 1
-        assert cluster.sample("a", "lokal_misses_total", ns=NS, kind="blob", reason="not_found") == 0
+        assert cluster.sample("a", "lokal_misses_total", registry=NS, kind="blob", reason=miss.value) == 1
+        assert cluster.sample("a", "lokal_misses_total", registry=NS, kind="blob", reason="not_found") == 0
         if limit_on is not None:
             node, limit = limit_on
             assert cluster.sample(node, "lokal_limit_hits_total", limit=limit) == 1

@@ -86,7 +86,7 @@ async def test_latency_lookup_and_miss_metrics_on_the_pulling_node(
     assert cluster.sample("a", "lokal_time_to_first_byte_seconds_count", tier="upstream") == 0
     assert cluster.sample("a", "lokal_lookup_duration_seconds_count", outcome="hit") == 2
     assert cluster.sample("a", "lokal_lookup_duration_seconds_count", outcome="miss") == 1
-    assert cluster.sample("a", "lokal_misses_total", ns=NS, kind="blob", reason="not_found") == 1
+    assert cluster.sample("a", "lokal_misses_total", registry=NS, kind="blob", reason="not_found") == 1
     assert cluster.sample("a", "lokal_relay_digest_mismatches_total") == 0
     assert cluster.sample("a", "lokal_peers_marked_bad_total") == 0
 

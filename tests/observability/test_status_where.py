@@ -85,7 +85,8 @@ async def test_status_shows_the_node_policy_peers_by_zone_and_the_requests(
         assert [r["result"] for r in requests["recent"]] == ["local", "miss"]
         assert requests["recent"][1]["reason"] == "forbidden by policy: not ready"
         assert (
-            cluster.sample("a", "lokal_misses_total", ns=NS, kind="blob", reason="forbidden_by_policy") == 1
+            cluster.sample("a", "lokal_misses_total", registry=NS, kind="blob", reason="forbidden_by_policy")
+            == 1
         )
 
         code, text, _ = await cli(status_cli.run, capsys, server=server(cluster, "a"), json=False)

@@ -15,7 +15,7 @@ from sidecar.debug.where import BadTarget
 from sidecar.http.client import PeerClient
 from sidecar.http.messages import Request
 from sidecar.membership import CrossRegion, Membership, Peer, TopologyMode
-from sidecar.metrics.definitions import NsLabels
+from sidecar.metrics.definitions import RegistryLabels
 from sidecar.metrics.pulls import classify
 from sidecar.registry.providers import choose_providers
 from sidecar.registry.pulls import Miss, PullRecord
@@ -83,8 +83,8 @@ def test_a_request_served_to_a_peer_never_counts_as_containerds() -> None:
     )
 
 
-def test_the_ns_label_is_capped() -> None:
-    bound = NsLabels(limit=2)
+def test_the_registry_label_is_capped() -> None:
+    bound = RegistryLabels(limit=2)
     assert [bound(n) for n in ("a.io", "b.io", "c.io", "a.io")] == ["a.io", "b.io", "other", "a.io"]
 
 
