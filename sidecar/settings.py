@@ -22,6 +22,7 @@ from sidecar.hosts.settings import (
     parse_bool,
     parse_registries,
 )
+from sidecar.routing.holders import DEFAULT_MAX_ENTRIES
 
 Parser = Callable[[str, str], Any]
 
@@ -168,7 +169,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("share-downloads", "true", parse_bool,
            "share while downloading: one node per scope fetches a new blob upstream, its peers follow it"),
     Option("claim-fan-out", "3", _positive(int), "followers one in-progress download is handed to"),
-    Option("index-max-entries", "2000000", _positive(int), "holder index entries kept for other nodes"),
+    Option("index-max-entries", str(DEFAULT_MAX_ENTRIES), _positive(int),
+           "holder index entries kept for other nodes (~1.2 KB each at worst: mind the memory limit)"),
     Option("header-timeout", "10", _positive(float), "seconds to receive a complete request header"),
     Option("idle-timeout", "60", _positive(float), "seconds an idle keep-alive connection stays open"),
     Option("max-connections", "1024", _positive(int), "connections served at once; more get 503"),

@@ -6,11 +6,14 @@ Rules:
   a request body's claims.
 - An entry is (key, provider) -> expiry. A re-advertise refreshes the expiry; entries expire after `ttl`
   (about three advertise intervals), so a node that vanished without withdrawing fades out.
-- Memory bound: at most `max_entries` entries. When full, NEW entries are REFUSED (refreshes and removals
-  still work) after one sweep of expired entries. Refusing rather than evicting keeps the entries that
-  already serve lookups stable; the advertiser sees `refused` in the reply, and `bound_hit` /
-  `refused_total` let lokal report it (metric and log). Expired entries are swept at most once per
-  `sweep_every` seconds, so a full store does not rescan on every request.
+- Memory bound: at most `max_entries` entries. The default is derived from a memory budget and the
+  measured cost of the most expensive entry any member can make (a new 640-character key, one provider),
+  so that no advertisements, however hostile, take the index past its budget (see the constants). When
+  full, NEW entries are REFUSED (refreshes and removals still work) after one sweep of expired entries.
+  Refusing rather than evicting keeps the entries that already serve lookups stable; the advertiser sees
+  `refused` in the reply, and `bound_hit` / `refused_total` let lokal report it (metric and log). Expired
+  entries are swept at most once per `sweep_every` seconds, so a full store does not rescan on every
+  request.
 - All entries of one request share one expiry float object: an entry costs a dict slot, not a float.
 """
 
@@ -19,7 +22,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-DEFAULT_MAX_ENTRIES = 400_000  # about 24 MB measured at ~60 B per entry; 5,000 nodes need ~9,000 each
+# RSS per entry, measured (tests/routing/test_index_memory.py measures it again, over HTTP): a new sha256
+# key ~360 B, a new 640-character tag key (the longest a key may be) ~1,025 B, one more provider of a
+# known key ~35 B. The bound assumes every entry is of the worst kind, with a margin.
+WORST_ENTRY_BYTES = 1200
+# The DaemonSet's limit is 384 MiB (manifests/base/daemonset); an idle lokal is ~50 MB. A quarter of the
+# limit for the index leaves the rest for connections, relays and uploads at their own limits.
+INDEX_MEMORY_BUDGET = 96 * 2**20
+# 83,886; a node of a 5,000-node cluster holds ~9,000 (at most ~20,000, docs/benchmarks.md).
+DEFAULT_MAX_ENTRIES = INDEX_MEMORY_BUDGET // WORST_ENTRY_BYTES
 DEFAULT_SWEEP_EVERY = 60.0
 
 
