@@ -126,23 +126,11 @@ class CorruptStore(MemoryStore):
 
 
 class DyingStore(MemoryStore):
-    """Sends half of the blob, then breaks (a provider killed mid-layer)."""
+    """Sends half of the blob, then breaks (a provider killed mid-layer). `lying`: that half is corrupt."""
 
-    async def open_blob(self, digest: Digest) -> OpenBlob | None:
-        blob = await super().open_blob(digest)
-        if blob is None:
-            return None
-        blob.close()
-
-        async def read(offset: int, length: int) -> AsyncIterator[bytes]:
-            yield LAYER[offset : offset + length // 2]
-            raise ConnectionError("provider died")
-
-        return StreamBlob(len(LAYER), read)
-
-
-class LyingThenDyingStore(MemoryStore):
-    """Sends a corrupt first half, then breaks: the resumed rest comes from an honest provider."""
+    def __init__(self, lying: bool = False) -> None:
+        super().__init__()
+        self.lying = lying
 
     async def open_blob(self, digest: Digest) -> OpenBlob | None:
         blob = await super().open_blob(digest)
@@ -152,7 +140,7 @@ class LyingThenDyingStore(MemoryStore):
 
         async def read(offset: int, length: int) -> AsyncIterator[bytes]:
             half = bytearray(LAYER[offset : offset + length // 2])
-            half[0] ^= 0xFF
+            half[0] ^= 0xFF if self.lying else 0
             yield bytes(half)
             raise ConnectionError("provider died")
 
@@ -184,7 +172,7 @@ async def test_a_lying_peer_is_detected_the_body_is_cut_and_the_retry_completes(
 
 async def test_a_mismatch_across_a_resume_quarantines_nobody_and_suspects_every_contributor() -> None:
     # b (same zone, asked first) sends corrupt bytes and dies; c, honest, sends the rest.
-    stores = {"b": await holding(store=LyingThenDyingStore()), "c": await holding()}
+    stores = {"b": await holding(store=DyingStore(lying=True)), "c": await holding()}
     async with cluster([A, B, C], stores) as (nodes, port):
         status, _, body = await get(A.address or "", port)
         assert status == 200 and len(body) < len(LAYER)  # the mixed body is still never completed
