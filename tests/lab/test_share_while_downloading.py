@@ -22,6 +22,7 @@ from lokal_lab.images import BuiltImage, build_image
 from lokal_lab.processes import wait_for
 from lokal_lab.topology import example_topology
 
+from sidecar.containerd.ingest import STALL_TIMEOUT as INGEST_STALL
 from sidecar.containerd.ingest import find_ingest, progress
 from sidecar.registry.relay import FOLLOW_STALL
 from tests.conftest import REAL_PARTS_MISSING
@@ -248,19 +249,32 @@ def test_followers_finish_when_the_claimants_pull_is_cancelled(cluster: LabClust
 
 
 def test_an_abandoned_ingest_is_never_served_whole(cluster: LabCluster, scratch: Path) -> None:
+    """Upstream sends the right length but a wrong last byte: containerd writes every byte, refuses the
+    commit and abandons the ingest (its lease ends and GC removes it). A peer that follows that download
+    from its start must never receive the whole blob."""
     fresh(cluster, PREFER_ALWAYS)
-    reference, image = push(cluster, scratch, "abandoned", [40_000_000], 403)
+    reference, image = push(cluster, scratch, "abandoned", [20_000_000], 403)
     digests = layer_digests(image)
     layer = max(digests, key=lambda d: digests[d])
+    hex_part = layer.removeprefix("sha256:")
+    registry_blobs = cluster.registry.directory / "data/docker/registry/v2/blobs/sha256"
+    with open(registry_blobs / hex_part[:2] / hex_part / "data", "r+b") as blob:
+        blob.seek(-1, 2)
+        last = blob.read(1)
+        blob.seek(-1, 2)
+        blob.write(bytes([last[0] ^ 0xFF]))
     claimant = cluster.nodes[0]
-    _quietly(lambda: cluster.pull(claimant, reference, timeout=1.0))  # cancelled mid-layer
-    root = cluster.containerd(claimant).content_root
-    ingest = find_ingest(root, layer, "k8s.io")
-    state = progress(ingest) if ingest else None
-    assert state is not None and 0 < state.offset < digests[layer], state
+    pulling = threading.Thread(
+        target=lambda: _quietly(lambda: cluster.pull(claimant, reference, timeout=60)), daemon=True
+    )
+    pulling.start()
+    wait_growing(cluster, claimant, layer, 1)
     url = f"{cluster.lokal_url(claimant)}/v2/share/abandoned/blobs/{layer}?ns={cluster.registry_name}"
+    started = time.monotonic()
     status, received = _get_body(cluster, cluster.nodes[1], url)
-    assert status in (0, 200, 404) and received < digests[layer], (status, received)
+    pulling.join(90)
+    assert status == 200 and 0 < received < digests[layer], (status, received)
+    assert time.monotonic() - started < digests[layer] * 8 / 100e6 + INGEST_STALL + 10
 
 
 _GET_SCRIPT = """
