@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, Literal
@@ -48,7 +49,8 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, _FIELDS, {})
-        pairs = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
+        # A null field says nothing to a person reading: left out here (the JSON lines keep every field).
+        pairs = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items() if value is not None)
         text = f"{_timestamp(record.created)} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if pairs:
             text += " " + pairs
@@ -77,6 +79,13 @@ def _timestamp(created: float) -> str:
     return f"{_second(int(created))}.{int(created % 1 * 1000):03d}Z"
 
 
+_BARE = re.compile(r"[A-Za-z0-9_.:/@+,\-]+")
+
+
 def _text_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return f'"{text}"' if " " in text else text
+    """A value as `key=value` shows it: bare when unambiguous, else JSON-quoted (quotes, `=`, spaces and
+    backslashes escaped), so that every line splits back into its fields. Lists and maps are compact JSON."""
+    if isinstance(value, str):
+        return value if _BARE.fullmatch(value) else json.dumps(value)
+    text = json.dumps(value, default=str, separators=(",", ":"))
+    return json.dumps(text) if any(c.isspace() for c in text) else text

@@ -26,6 +26,7 @@ from sidecar.containerd.cri_config import check_cri_config, read_cri_config
 from sidecar.containerd.ingest import IngestProbe
 from sidecar.containerd.upstream_watch import UpstreamWatcher, ingest_size
 from sidecar.debug import Observability, observe, start_observability
+from sidecar.debug.status import all_warnings
 from sidecar.http import HttpServer, ServerLimits
 from sidecar.http.client import PeerClient
 from sidecar.logs import get_logger, log_event
@@ -34,7 +35,7 @@ from sidecar.oci import Digest
 from sidecar.registry import RegistryHandler, Relay, RouteConfig
 from sidecar.registry.crossing import CrossingGate
 from sidecar.registry.growing import GrowingSource
-from sidecar.registry.handler import Admission, ReadinessCheck
+from sidecar.registry.handler import Admission, PeersNotKnownYet, ReadinessCheck
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.relay import PeerRelay
 from sidecar.registry.speeds import SpeedBook
@@ -95,7 +96,9 @@ def build_node(settings: dict[str, Any], store: Store | None = None) -> Node:
         allow_unknown_clients=settings["allow_unknown_clients"],
         cross_region_bias=settings["cross_region_bias"],
     )
-    handler = RegistryHandler(store, routes, Relay())
+    # Until the first Node list arrives (the API may be unreachable), a miss says so, not "--discovery none".
+    waiting = Relay() if settings["discovery"] == "none" else PeersNotKnownYet()
+    handler = RegistryHandler(store, routes, waiting)
     limits = ServerLimits(
         header_timeout=settings["header_timeout"],
         idle_timeout=settings["idle_timeout"],
@@ -166,7 +169,10 @@ async def check_containerd_config(node: Node) -> None:
         await anyio.sleep(2.0)
     node.config_warnings = check_cri_config(config, node.settings["config_path"])
     hosts_dir = node.settings["config_path"]
-    log_event(log, "config_checked", hosts_dir=hosts_dir, warnings=len(node.config_warnings))
+    # `warnings` counts what `lokal status` lists now (settings, containerd, node), as lokal_config_warnings
+    # does; `containerd_config_warnings` only this check's, logged just below.
+    log_event(log, "config_checked", hosts_dir=hosts_dir, warnings=len(all_warnings(node)),
+              containerd_config_warnings=len(node.config_warnings))
     for warning in node.config_warnings:
         log_event(log, "config_warning", level=30, warning=warning)
 

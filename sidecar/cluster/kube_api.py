@@ -94,6 +94,11 @@ class KubernetesNodeApi:
         from kubernetes.config.config_exception import ConfigException
 
         configuration = Configuration()
+        if kubeconfig is not None and not kubeconfig.is_file():
+            # The client would call a missing file "Invalid kube-config file", which sends people looking
+            # for a syntax error.
+            problem = "is not a file" if kubeconfig.exists() else "does not exist"
+            raise ClusterConfigError(f"--kubeconfig {kubeconfig}: {problem}")
         try:
             if kubeconfig is not None:
                 from kubernetes.config.kube_config import load_kube_config

@@ -91,8 +91,10 @@ def _crossing_lines(crossing: dict[str, Any] | None) -> list[str]:
 
 
 def format_where(doc: dict[str, Any]) -> str:
-    lines = [f"{doc['registry']}/{doc['repository']}@{doc['digest']}",
-             f"seen from {doc['node']} ({doc['mode']}, cross-region {doc['cross_region']})", ""]
+    image = doc["digest"]
+    if doc["repository"] is not None:
+        image = f"{doc['registry']}/{doc['repository']}@{image}"
+    lines = [image, f"seen from {doc['node']} ({doc['mode']}, cross-region {doc['cross_region']})", ""]
     for blob in doc["blobs"]:
         size = "" if blob["size"] is None else f"  {_bytes(blob['size'])}"
         lines.append(f"{blob['kind']:<8} {blob['short']}{size}  -> {blob['verdict']}: {blob['why']}")

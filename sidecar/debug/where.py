@@ -196,18 +196,25 @@ async def where_report(node: NodeView, text: str) -> dict[str, Any]:
     walker = _Walker(node, registry, repository)
     await walker.visit(root, None, None, depth=0, bare=target.repository == "")
     membership = node.current_membership()
-    me = membership.me if membership else None
+    bare = target.repository == ""  # a digest alone names no registry or repository: none is made up
     return {
         "target": text,
-        "registry": registry,
-        "repository": repository,
+        "registry": None if bare else registry,
+        "repository": None if bare else repository,
         "digest": str(root),
-        "node": me.name if me else node.settings.get("node_name"),
+        "node": _node_name(node, membership),
         "mode": node.policy.mode.value,
         "cross_region": node.policy.cross_region.value,
         "blobs": walker.entries,
         "truncated": walker.truncated,
     }
+
+
+def _node_name(node: NodeView, membership: Membership | None) -> str:
+    """This node's name: from the membership (with --discovery none it holds no Peer), else the setting."""
+    if membership is not None and membership.self_name:
+        return membership.self_name
+    return str(node.settings.get("node_name") or "this node")
 
 
 class _Walker:

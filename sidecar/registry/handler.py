@@ -55,13 +55,24 @@ Admission = Callable[[str], tuple[bool, str]]
 
 
 class Relay:
-    """The seam to peers: fetch what the local store lacks. The default relays nothing."""
+    """The seam to peers: fetch what the local store lacks. This one relays nothing, and says why."""
+
+    why = Miss.NO_DISCOVERY
+    reason = "no peer discovery (--discovery none)"
 
     async def fetch(
         self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
     ) -> Response | None:
-        record.missed(Miss.NO_DISCOVERY, "no peer discovery (--discovery none)")
+        record.missed(self.why, self.reason)
         return None
+
+
+class PeersNotKnownYet(Relay):
+    """Discovery is on, but the first Node list has not arrived: the Kubernetes API is unreachable or slow.
+    The node serves from its own store meanwhile; the peer relay replaces this one after that list."""
+
+    why = Miss.NO_MEMBERSHIP
+    reason = "peers not known yet: the Kubernetes API has not answered this node's first Node list"
 
 
 @dataclass
@@ -99,7 +110,8 @@ class RegistryHandler:
                                                  RefusalKind.PEER_TOKEN))
         if isinstance(plan, PeerCall):
             if self.peer_handler is None:
-                return oci_error(404, ErrorCode.UNSUPPORTED, "peer protocol is off (--discovery none)")
+                return oci_error(404, ErrorCode.UNSUPPORTED,
+                                 "peer protocol is off here (--discovery none, or peers not known yet)")
             return await self.peer_handler(request, plan.path)
         if self.admit is not None:
             allowed, reason = self.admit(request.client[0])

@@ -6,7 +6,7 @@ explanation can never drift from the behaviour.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sidecar.membership import Membership, Peer
@@ -86,4 +86,16 @@ def _none_reason(
         return Miss.PER_PEER_CAP, f"every allowed holder already serves {per_peer_cap} relays to this node"
     if shunned:
         return Miss.QUARANTINED, "every allowed holder recently sent corrupt data (quarantined)"
-    return Miss.FORBIDDEN, "forbidden by policy: " + "; ".join(sorted({why for _, why in refused}))
+    return Miss.FORBIDDEN, "forbidden by policy: " + join_reasons(why for _, why in refused)
+
+
+def join_reasons(reasons: Iterable[str]) -> str:
+    """Several holders' reasons as one text, each rule said once: `cross-region never: region 'b'` and
+    `cross-region never: region 'c'` become `cross-region never: region 'b', region 'c'`."""
+    details: dict[str, list[str]] = {}
+    for reason in sorted(set(reasons)):
+        rule, sep, detail = reason.partition(": ")
+        details.setdefault(rule, [])
+        if sep:
+            details[rule].append(detail)
+    return "; ".join(f"{rule}: {', '.join(found)}" if found else rule for rule, found in details.items())

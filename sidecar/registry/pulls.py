@@ -174,7 +174,7 @@ class PullRecord:
             "bytes": self.bytes,
             "ms": round(elapsed * 1000, 2),
             "ttfb_ms": None if ttfb is None else round(ttfb * 1000, 2),
-            "mbps": round(self.bytes / elapsed / 1e6, 1) if self.bytes and elapsed > 0 else None,
+            "megabytes_per_s": round(self.bytes / elapsed / 1e6, 1) if self.bytes and elapsed > 0 else None,
             "attempts": self.attempts,
             "lookup_ms": None if self.lookup_s is None else round(self.lookup_s * 1000, 2),
             "miss": None if self.miss is None else self.miss.value,

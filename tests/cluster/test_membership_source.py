@@ -263,8 +263,10 @@ async def test_a_wrong_node_name_is_a_configuration_error(fake_api: FakeApiServe
 
 async def test_an_unreadable_kubeconfig_is_a_configuration_error(tmp_path: Path) -> None:
     source = MembershipSource(cluster_config(tmp_path / "missing"))
-    with anyio.fail_after(GUARD_S), pytest.raises(ClusterConfigError, match="--kubeconfig"):
+    with anyio.fail_after(GUARD_S), pytest.raises(ClusterConfigError, match="--kubeconfig") as raised:
         await source.run()  # raises before it reports started
+    # Says what is wrong: the client's own words ("Invalid kube-config file") send people to the syntax.
+    assert str(raised.value) == f"--kubeconfig {tmp_path / 'missing'}: does not exist"
 
 
 async def test_api_errors_are_retried_with_backoff_until_the_list_succeeds(

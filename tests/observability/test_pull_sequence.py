@@ -133,7 +133,8 @@ async def test_each_request_logs_one_json_pull_line_with_its_outcome(
     local, zone, cross, miss = (by_digest[digest_of(blob).short] for blob in SEQUENCE)
     for line in mine:
         for field in ("kind", "repo", "ns", "digest", "result", "tier", "provider", "provider_zone",
-                      "provider_region", "bytes", "ms", "mbps", "attempts", "reason", "miss", "ttfb_ms"):
+                      "provider_region", "bytes", "ms", "megabytes_per_s", "attempts", "reason", "miss",
+                      "ttfb_ms"):
             assert field in line, field
         assert line["kind"] == "blob" and line["repo"] == "app" and line["ns"] == NS
         assert line["event"] == "pull" and line["level"] == "info"
@@ -144,7 +145,8 @@ async def test_each_request_logs_one_json_pull_line_with_its_outcome(
     assert (cross["result"], cross["tier"], cross["provider"], cross["provider_zone"],
             cross["provider_region"], cross["bytes"]) == (
         "peer", "other_region", "d", "z3", "r2", len(LAYER3))
-    assert isinstance(cross["mbps"], float) and cross["mbps"] > 0 and isinstance(cross["ms"], float)
+    assert isinstance(cross["megabytes_per_s"], float) and cross["megabytes_per_s"] > 0
+    assert isinstance(cross["ms"], float)
     assert (miss["result"], miss["tier"], miss["bytes"], miss["miss"]) == (
         "miss", "upstream", 0, "not_found")
     assert miss["reason"] == "no peer in this region or others holds it"

@@ -173,3 +173,26 @@ def test_a_wrong_namespace_and_a_missing_content_root_are_warned_in_the_log_read
 
     right = started("right.log")  # k8s.io, and the content root containerd reports
     assert _readyz_warnings(right) == []
+
+
+@needs_real_parts
+def test_config_checked_counts_the_warnings_lokal_status_lists_not_only_its_own(
+    processes: ProcessGroup, tmp_path: Path
+) -> None:
+    node = ContainerdInstance(tmp_path / "ctd")
+    node.start(processes)
+    lokal = LokalProcess(  # two settings warnings, and a containerd config without a problem
+        processes, tmp_path / "lokal.log", "--containerd-socket", str(node.socket), "--discovery", "none",
+        "--config-path", str(node.certs_d), "--resolve-latest", "true", "--cross-region", "always",
+    )
+    for _ in range(100):
+        if any('"config_checked"' in line for line in lokal.log_lines()):
+            break
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in lokal.log_lines() if line.startswith("{")]
+    checked = next(line for line in lines if line["event"] == "config_checked")
+    warned = [line for line in lines[: lines.index(checked)] if line["event"] == "config_warning"]
+    assert len(warned) == 2
+    assert checked["containerd_config_warnings"] == 0
+    _, _, body = lokal.request("GET", "/_lokal/debug/status")
+    assert checked["warnings"] == len(json.loads(body)["warnings"]) >= 2
