@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from lokal_lab import containerd_versions
 from lokal_lab.containerd import ContainerdInstance
+from lokal_lab.kube_apiserver import KubeApiServer, missing_parts
 from lokal_lab.processes import ProcessGroup
 from lokal_lab.registry import RegistryInstance
+
+REPO = Path(__file__).resolve().parents[1]
+LOKAL_NAMESPACE, LOKAL_SERVICE_ACCOUNT = "lokal-system", "lokal"
 
 
 def _real_parts_missing() -> str | None:
@@ -107,3 +114,33 @@ def containerd(processes: ProcessGroup, tmp_path: Path, registry: RegistryInstan
     instance.start(processes)
     instance.write_hosts(registry.address, f"http://{registry.address}")
     return instance
+
+
+def lokal_rbac() -> list[dict[str, Any]]:
+    """Namespace, ServiceAccount, ClusterRole, binding and settings exactly as manifests/ renders them."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: it renders manifests/")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(REPO / "manifests/base/common")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+@pytest.fixture(scope="session")
+def real_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApiServer]:
+    """A real kube-apiserver 1.20 with etcd on loopback, one per session, run as a cluster runs it (TLS,
+    Node,RBAC, service-account keys), holding lokal's namespace, ServiceAccount and RBAC from manifests/.
+    Skipped with the reason when the binary was never built (scripts/kube_apiserver.sh)."""
+    missing = missing_parts()
+    if missing:
+        pytest.skip(missing)
+    rbac = lokal_rbac()
+    with ProcessGroup() as processes, KubeApiServer(tmp_path_factory.mktemp("kube"), processes) as api:
+        for obj in rbac:
+            api.apply(obj)
+        yield api

@@ -11,10 +11,13 @@ Rules:
     no resourceVersion or "0" starts with synthetic ADDED events for the current state;
   - with a selector, a node that starts to match arrives as ADDED, one that stops matching as DELETED
     (carrying its previous content with the new resourceVersion), like the cacher's convertToWatchEvent;
-  - `allowWatchBookmarks` gives BOOKMARK events every `bookmark_interval_s`; `timeoutSeconds` ends the
-    watch cleanly;
-  - after `compact()`, a watch from an older resourceVersion gets HTTP 200 with an ERROR event (code 410,
-    reason Expired), and a list with `resourceVersionMatch=Exact` and an older version gets HTTP 410;
+  - `allowWatchBookmarks` gives BOOKMARK events as the 1.20 cacher sends them: every
+    `bookmark_interval_s` (the cacher: one minute), and once 2 s before the watch's deadline; none once
+    that moment has passed (so a watch shorter than 2 s never gets one); `timeoutSeconds` ends the watch
+    cleanly;
+  - after `compact()`, a watch from a resourceVersion before the last change gets HTTP 200 with an ERROR
+    event (code 410, reason Expired): etcd's rule, the watch starts one revision after it; a list with
+    `resourceVersionMatch=Exact` and an older version gets HTTP 410;
   - with `token` set, requests without `Authorization: Bearer <token>` get 401.
 - Hooks (Python methods, and the same over HTTP under `/_fake/` for a separate process): add, replace and
   delete nodes, compact, drop watch connections, inject error statuses, an outage (connections reset, or
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import copy
 import json
 import re
@@ -419,14 +423,28 @@ class FakeApiServer:
 
         return self.update_node(name, change)
 
+    def set_address(self, name: str, address: str) -> int:
+        """Replace node `name`'s InternalIP (the first one, as a strategic merge patch keyed on type does)."""
+
+        def change(node: Node) -> None:
+            addresses = node.setdefault("status", {}).setdefault("addresses", [])
+            for entry in addresses:
+                if entry.get("type") == "InternalIP":
+                    entry["address"] = address
+                    return
+            addresses.insert(0, {"type": "InternalIP", "address": address})
+
+        return self.update_node(name, change)
+
     # -- hooks: failures ------------------------------------------------------------------------------
 
     def compact(self) -> None:
         """Forget all history, like an etcd compaction: watches from an older version now get 410."""
         with self._cond:
             self._compacted_rv = self._rv
-            self._history.clear()
-            self._history_rvs.clear()
+            # etcd keeps the revision it compacted to: a watch from just before it still gets that change.
+            keep = bisect.bisect_left(self._history_rvs, self._rv)
+            del self._history[:keep], self._history_rvs[:keep]
 
     def drop_watches(self) -> int:
         """Cut every open watch connection mid-stream. Returns how many were cut."""
@@ -470,6 +488,10 @@ class FakeApiServer:
             yield
         finally:
             self.set_outage(None)
+
+    def cut_off(self) -> contextlib.AbstractContextManager[None]:
+        """The clients are cut off (connections reset, new ones refused) until the block ends."""
+        return self.outage("reset")
 
     # -- hooks: observation ---------------------------------------------------------------------------
 
@@ -561,10 +583,19 @@ class _WatchStream:
         now = time.monotonic()
         self._deadline = now + timeout if timeout and timeout > 0 else None
         self._bookmarks = query.get("allowWatchBookmarks") in ("1", "true")
-        self._next_bookmark = now + fake.bookmark_interval_s
+        self._next_bookmark = self._bookmark_after(now)
         self._sent_rv = 0
         self._session = _WatchSession(connection)
         fake._watches.append(self._session)
+
+    def _bookmark_after(self, now: float) -> float | None:
+        """When the next BOOKMARK is due (the cacher's nextBookmarkTime), None when no more will come."""
+        if not self._bookmarks:
+            return None
+        due = now + self._fake.bookmark_interval_s
+        if self._deadline is not None:
+            due = min(due, self._deadline - 2.0)
+        return due if due > now else None
 
     def initial_events(self, asked: int | None) -> list[dict[str, Any]]:
         """Called with the lock held. Unset or "0": the current state as ADDED; else the changes after it."""
@@ -594,8 +625,8 @@ class _WatchStream:
                     self._sent_rv = fake._rv
                     if events:
                         return events
-                if self._bookmarks and now >= self._next_bookmark:
-                    self._next_bookmark = now + fake.bookmark_interval_s
+                if self._next_bookmark is not None and now >= self._next_bookmark:
+                    self._next_bookmark = self._bookmark_after(now)
                     metadata = {"resourceVersion": str(self._sent_rv)}
                     return [
                         {
@@ -603,7 +634,7 @@ class _WatchStream:
                             "object": {"kind": "Node", "apiVersion": "v1", "metadata": metadata},
                         }
                     ]
-                waits = [self._next_bookmark - now if self._bookmarks else 1.0]
+                waits = [self._next_bookmark - now if self._next_bookmark is not None else 1.0]
                 if self._deadline is not None:
                     waits.append(self._deadline - now)
                 fake._cond.wait(max(min(waits), 0.001))
@@ -753,7 +784,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         asked = _int_or_none(query.get("resourceVersion"))
         with fake._cond:
-            if asked and asked < fake._compacted_rv:
+            # etcd: a watch from X starts at revision X+1, refused when that is below the compacted one.
+            if asked and asked + 1 < fake._compacted_rv:
                 expired = _status(410, "Expired", f"too old resource version: {asked} ({fake._compacted_rv})")
                 if fake.expired_watch_as_http_410:
                     self._send_json(410, expired)

@@ -104,16 +104,20 @@ def test_a_selected_watch_turns_selector_transitions_into_added_and_deleted(fake
 def test_a_watch_without_version_starts_with_the_current_state_and_sends_bookmarks(
     fake: FakeApiServer,
 ) -> None:
-    status, events = get(fake, "/api/v1/nodes?watch=true&allowWatchBookmarks=true&timeoutSeconds=1")
+    status, events = get(fake, "/api/v1/nodes?watch=true&allowWatchBookmarks=true&timeoutSeconds=3")
     assert status == 200
     assert [e["type"] for e in events[:2]] == ["ADDED", "ADDED"]
     bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
     assert bookmarks and bookmarks[-1]["object"]["metadata"]["resourceVersion"] == str(fake.resource_version)
+    # Like the 1.20 cacher: none in the last 2 s before the deadline, so a watch of 2 s or less gets none.
+    status, short = get(fake, "/api/v1/nodes?watch=true&allowWatchBookmarks=true&timeoutSeconds=2")
+    assert status == 200 and [e["type"] for e in short] == ["ADDED", "ADDED"]
 
 
 def test_after_a_compaction_an_old_version_gets_410(fake: FakeApiServer) -> None:
     old = fake.resource_version
     fake.relabel("a", {"x": "1"})
+    last = fake.relabel("a", {"x": "2"})
     fake.compact()
     status, events = get(fake, f"/api/v1/nodes?watch=1&resourceVersion={old}&timeoutSeconds=1")
     assert status == 200 and events[0]["type"] == "ERROR"
@@ -124,6 +128,9 @@ def test_after_a_compaction_an_old_version_gets_410(fake: FakeApiServer) -> None
         fake, f"/api/v1/nodes?watch=1&resourceVersion={fake.resource_version}&timeoutSeconds=1"
     )
     assert status == 200 and events == []
+    # Like etcd: a watch from X starts at X+1, so the version just before the compacted one still works.
+    status, events = get(fake, f"/api/v1/nodes?watch=1&resourceVersion={last - 1}&timeoutSeconds=1")
+    assert status == 200 and [e["type"] for e in events] == ["MODIFIED"]
 
 
 def test_a_token_is_required_when_configured(tmp_path: Path) -> None:

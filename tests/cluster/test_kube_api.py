@@ -115,6 +115,7 @@ def test_an_expired_version_as_an_error_event_is_passed_on_as_an_event(
 ) -> None:
     _, rv = node_api.list_nodes(None)
     fake_api.delete_node("b2")
+    fake_api.delete_node("b1")  # two changes: etcd keeps the one it compacts to
     fake_api.compact()
     events = list(node_api.watch_nodes(None, rv, 1))
     assert events[0]["type"] == "ERROR"
