@@ -158,13 +158,18 @@ skip_verify = true
 """
 
 
+def operator_registry(config_path: Path) -> tuple[Path, list[str]]:
+    """The operator's own hosts.toml for one registry, and the configure command line for it."""
+    registry = config_path / "registry.corp.example:8443"
+    registry.mkdir()
+    (registry / "hosts.toml").write_bytes(OPERATOR_REGISTRY)
+    return registry, ["configure", "--config-path", str(config_path), "--mirrored-registries", registry.name]
+
+
 def test_configure_keeps_the_operators_hosts_toml_by_default(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    registry = tmp_path / "registry.corp.example:8443"
-    registry.mkdir()
-    (registry / "hosts.toml").write_bytes(OPERATOR_REGISTRY)
-    argv = ["configure", "--config-path", str(tmp_path), "--mirrored-registries", registry.name]
+    registry, argv = operator_registry(tmp_path)
     assert lokal(*argv) == 0
     parsed = tomllib.loads((registry / "hosts.toml").read_text())
     assert parsed["server"] == "https://registry.corp.example:8443" and parsed["skip_verify"] is True
@@ -178,10 +183,7 @@ def test_replacing_the_operators_hosts_toml_takes_an_explicit_setting_and_logs_a
 ) -> None:
     import json
 
-    registry = tmp_path / "registry.corp.example:8443"
-    registry.mkdir()
-    (registry / "hosts.toml").write_bytes(OPERATOR_REGISTRY)
-    argv = ["configure", "--config-path", str(tmp_path), "--mirrored-registries", registry.name]
+    registry, argv = operator_registry(tmp_path)
     assert lokal(*argv, "--no-prepend-existing") == 0
     parsed = tomllib.loads((registry / "hosts.toml").read_text())
     assert list(parsed["host"]) == ["http://127.0.0.1:5050"] and "skip_verify" not in parsed

@@ -12,13 +12,30 @@ from pathlib import Path
 import pytest
 from lokal_lab.containerd import ContainerdInstance
 from lokal_lab.cri import CriClient
-from lokal_lab.images import build_image, push_image
+from lokal_lab.images import BuiltImage, build_image, push_image
 from lokal_lab.processes import ProcessGroup
 from lokal_lab.registry import RegistryInstance
 
 from sidecar.containerd.cri_config import check_cri_config
 from tests.conftest import needs_real_parts
 from tests.registry.lokal_process import LokalProcess
+
+NAME = "registry.lokal.test"  # not localhost: containerd's plain-HTTP fallback for localhost hides nothing
+
+
+def upstream_and_node(
+    processes: ProcessGroup, tmp_path: Path, repository: str, seed: int, node: str
+) -> tuple[RegistryInstance, BuiltImage, ContainerdInstance]:
+    """A registry holding one image, and a containerd whose hosts.toml sends `NAME` to it (as an operator's
+    own file would)."""
+    upstream = RegistryInstance(tmp_path / "upstream")
+    upstream.start(processes)
+    image = build_image(tmp_path / "layout", "v1", [300_000], seed=seed)
+    push_image(image, upstream.address, repository)
+    containerd = ContainerdInstance(tmp_path / node)
+    containerd.start(processes)
+    containerd.write_hosts(NAME, f"http://{upstream.address}")
+    return upstream, image, containerd
 
 
 def test_the_check_is_quiet_for_a_good_config_and_names_each_problem() -> None:
@@ -71,15 +88,8 @@ def test_a_real_pull_goes_through_lokal_with_the_files_lokal_configure_wrote(
 ) -> None:
     """A registry name that is not localhost, so that containerd's plain-HTTP fallback for localhost
     cannot hide a file it rejected: the name only resolves through the hosts.toml `server`."""
-    upstream = RegistryInstance(tmp_path / "upstream")
-    upstream.start(processes)
-    name = "registry.lokal.test"
-    image = build_image(tmp_path / "layout", "v1", [500_000], seed=3)
-    push_image(image, upstream.address, "cfg/app")
-
-    holder = ContainerdInstance(tmp_path / "holder")
-    holder.start(processes)
-    holder.write_hosts(name, f"http://{upstream.address}")
+    upstream, image, holder = upstream_and_node(processes, tmp_path, "cfg/app", seed=3, node="holder")
+    name = NAME
     with CriClient(holder.socket) as cri:
         cri.pull(f"{name}/cfg/app:v1")
     lokal = LokalProcess(
@@ -112,15 +122,8 @@ def test_configure_keeps_the_operators_server_by_default_so_a_pull_lokal_misses_
     """The operator's hosts.toml is the only thing that says where this registry really is (here a
     plain-HTTP server behind a name that resolves nowhere). `lokal configure` with its defaults must keep
     it: lokal misses (it holds nothing) and containerd goes on to the operator's server."""
-    upstream = RegistryInstance(tmp_path / "upstream")
-    upstream.start(processes)
-    name = "registry.lokal.test"
-    image = build_image(tmp_path / "layout", "v1", [300_000], seed=5)
-    push_image(image, upstream.address, "ops/app")
-
-    puller = ContainerdInstance(tmp_path / "puller")
-    puller.start(processes)
-    puller.write_hosts(name, f"http://{upstream.address}")
+    _, image, puller = upstream_and_node(processes, tmp_path, "ops/app", seed=5, node="puller")
+    name = NAME
     lokal = LokalProcess(
         processes, tmp_path / "lokal.log", "--containerd-socket", str(puller.socket),
         "--discovery", "none", "--mirrored-registries", name,
@@ -141,15 +144,9 @@ def test_configure_keeps_the_operators_server_by_default_so_a_pull_lokal_misses_
 def test_a_wrong_namespace_and_a_missing_content_root_are_warned_in_the_log_readyz_and_status(
     processes: ProcessGroup, tmp_path: Path
 ) -> None:
-    upstream = RegistryInstance(tmp_path / "upstream")
-    upstream.start(processes)
-    image = build_image(tmp_path / "layout", "v1", [200_000], seed=7)
-    push_image(image, upstream.address, "ops/app")
-    node = ContainerdInstance(tmp_path / "ctd")
-    node.start(processes)
-    node.write_hosts("registry.lokal.test", f"http://{upstream.address}")
+    _, _, node = upstream_and_node(processes, tmp_path, "ops/app", seed=7, node="ctd")
     with CriClient(node.socket) as cri:
-        cri.pull("registry.lokal.test/ops/app:v1")  # into k8s.io, as the kubelet does
+        cri.pull(f"{NAME}/ops/app:v1")  # into k8s.io, as the kubelet does
 
     def started(log: str, *args: str) -> LokalProcess:
         return LokalProcess(
