@@ -26,7 +26,7 @@ import anyio
 from sidecar.containerd.ingest import APPEAR_TIMEOUT, STALL_TIMEOUT, GrowingBlob, find_ingest
 from sidecar.http.messages import Response, StreamBody
 from sidecar.oci import Digest, ErrorCode, error_body
-from sidecar.registry.pulls import PullRecord
+from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.ranges import Unsatisfiable, parse_range
 from sidecar.security import Gate
 
@@ -52,7 +52,7 @@ class GrowingSource:
     ) -> Response | Committed | None:
         root = self.content_root()
         if not root:
-            record.reason = "content root not known yet"
+            record.missed(Miss.NOT_FOUND, "content root not known yet")
             return None
         blob_path = Path(root) / "blobs" / digest.algorithm / digest.hex
         deadline = anyio.current_time() + self.appear
@@ -63,21 +63,22 @@ class GrowingSource:
             if ingest is not None:
                 break
             if anyio.current_time() >= deadline:
-                record.reason = f"no download of it started here within {self.appear:.0f} s"
+                record.missed(Miss.NOT_FOUND, f"no download of it started here within {self.appear:.0f} s")
                 return None
             await anyio.sleep(POLL)
         if ingest.total <= 0:
-            record.reason = "its download does not say its size"
+            record.missed(Miss.NOT_FOUND, "its download does not say its size")
             return None
         try:
             byte_range = parse_range(range_header, ingest.total)
         except Unsatisfiable:
-            record.reason = "range not satisfiable"
+            record.missed(Miss.RANGE, "range not satisfiable")
             return Response(416, [("Content-Range", f"bytes */{ingest.total}"),
                                   ("Content-Type", "application/json")],
                             error_body(ErrorCode.RANGE_INVALID, "range not satisfiable"))
         if not self.gate.try_enter():
-            record.reason, record.status = "in-progress upload limit reached", 503
+            record.missed(Miss.UPLOAD_LIMIT, "in-progress upload limit reached")
+            record.status = 503
             return Response(503, [("Content-Type", "application/json")],
                             error_body(ErrorCode.UNSUPPORTED, "this node serves its maximum of followers"))
         blob = GrowingBlob.open(ingest, blob_path)

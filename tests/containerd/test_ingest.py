@@ -21,7 +21,11 @@ from sidecar.containerd.ingest import (
     ref_matches,
     wait_for_ingest,
 )
+from sidecar.http.messages import Response
 from sidecar.oci import parse_digest
+from sidecar.registry.growing import GrowingSource
+from sidecar.registry.pulls import Miss, PullRecord
+from sidecar.security import Gate
 
 pytestmark = pytest.mark.anyio
 
@@ -160,3 +164,16 @@ async def test_no_ingest_appears(tmp_path: Path) -> None:
     started = anyio.current_time()
     assert await wait_for_ingest(tmp_path, DIGEST, "k8s.io", appear=0.2) is None
     assert 0.2 <= anyio.current_time() - started < 1.0
+
+
+async def test_a_follower_past_the_growing_limit_gets_a_503_counted_as_a_limit(tmp_path: Path) -> None:
+    make_ingest(tmp_path, f"k8s.io/1/layer-{DIGEST}", len(DATA))
+
+    async def held(digest: object) -> bool:
+        return True
+
+    source = GrowingSource(lambda: str(tmp_path), "k8s.io", held, Gate("follower_uploads", 0), appear=0.2)
+    record = PullRecord("blob", "GET", "app", "registry.example", DIGEST.short, "10.0.0.2")
+    answer = await source.serve(DIGEST, None, record)
+    assert isinstance(answer, Response) and answer.status == 503
+    assert record.miss is Miss.UPLOAD_LIMIT and record.miss.is_limit
