@@ -22,7 +22,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from sidecar.caps.pacer import TierCaps
 from sidecar.cluster import ClusterConfig, MembershipSource
 from sidecar.containerd import ContainerdStore, KeyChange, Store
-from sidecar.containerd.cri_config import check_cri_config, read_cri_config
+from sidecar.containerd.cri_config import (
+    check_containerd,
+    read_config_files,
+    read_containerd_version,
+    read_cri_config,
+)
 from sidecar.containerd.ingest import IngestProbe
 from sidecar.containerd.upstream_watch import UpstreamWatcher, ingest_size
 from sidecar.debug import Observability, observe, start_observability
@@ -167,12 +172,19 @@ async def check_containerd_config(node: Node) -> None:
         if config is not None:
             break
         await anyio.sleep(2.0)
-    node.config_warnings = check_cri_config(config, node.settings["config_path"])
     hosts_dir = node.settings["config_path"]
+    config_file = node.settings["containerd_config"]
+    version = await read_containerd_version(socket_path)
+    files = {} if "registry" in config else read_config_files(config_file)
+    check = check_containerd(config, hosts_dir, config_file, files, version)
+    node.config_warnings = check.warnings
     # `warnings` counts what `lokal status` lists now (settings, containerd, node), as lokal_config_warnings
     # does; `containerd_config_warnings` only this check's, logged just below.
     log_event(log, "config_checked", hosts_dir=hosts_dir, warnings=len(all_warnings(node)),
-              containerd_config_warnings=len(node.config_warnings))
+              containerd_config_warnings=len(node.config_warnings), containerd_version=version or None,
+              source=check.source or None, checked=check.unchecked is None)
+    if check.unchecked is not None:  # said plainly, never a warning: a warning must never be false
+        log_event(log, "config_unchecked", reason=check.unchecked)
     for warning in node.config_warnings:
         log_event(log, "config_warning", level=30, warning=warning)
 

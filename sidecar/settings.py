@@ -135,6 +135,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("content-root", "", _optional_text, "content store directory (default: from Introspection)"),
     Option("config-path", "/etc/containerd/certs.d", _text,
            "where `lokal configure` writes hosts.toml files (checked against containerd's config_path)"),
+    Option("containerd-config", "/etc/containerd/config.toml", _text,
+           "containerd's config file, read when mounted: on containerd 2.x only it shows config_path"),
     Option("mirrored-registries", ",".join(DEFAULT_REGISTRIES), _registries,
            "comma-separated registries lokal mirrors ('*' for any)"),
     Option("resolve-tags", "true", parse_bool, "answer manifest requests by tag from the local store"),

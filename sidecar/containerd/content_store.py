@@ -291,10 +291,15 @@ class ContainerdStore:
             )
 
     @property
+    def _holds_content(self) -> bool:
+        """containerd holds something, in this namespace or another (its content root must exist)."""
+        return bool(self._index) or any(self._images_elsewhere.values())
+
+    @property
     def warnings(self) -> list[str]:
         """What makes this store slower or emptier than it should be, as it stands now."""
         found = [
-            content_root_warning(self.content_root),
+            content_root_warning(self.content_root, holds_content=self._holds_content),
             namespace_warning(self.namespace, len(self._image_keys), self._images_elsewhere),
         ]
         return [warning for warning in found if warning is not None]

@@ -19,8 +19,12 @@ from collections.abc import Mapping
 BLOB_DIR = "blobs/sha256"
 
 
-def content_root_warning(root: str | None) -> str | None:
-    """Why blobs cannot be read from files under `root` (None: containerd did not say, nor the setting)."""
+def content_root_warning(root: str | None, holds_content: bool = True) -> str | None:
+    """Why blobs cannot be read from files under `root` (None: containerd did not say, nor the setting).
+
+    A missing root is only a problem once containerd holds content: 2.x creates the directory with its
+    first blob, so a fresh 2.x node has none, and that is not a wrong mount.
+    """
     if not root:
         return (
             "the content store root is unknown (containerd's Introspection did not report it and "
@@ -28,6 +32,8 @@ def content_root_warning(root: str | None) -> str | None:
         )
     blobs = f"{root.rstrip('/')}/{BLOB_DIR}"
     if not os.path.isdir(root):
+        if not holds_content:
+            return None
         problem = "does not exist here (is the content store mounted at the same path as on the host?)"
     elif not all(os.access(d, os.R_OK | os.X_OK) for d in (root, blobs) if os.path.isdir(d)):
         problem = "is not readable by lokal (it must run as root: the directory is 0700 root)"

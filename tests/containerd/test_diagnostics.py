@@ -23,3 +23,9 @@ def test_a_missing_or_unknown_content_root_is_warned_and_a_fresh_one_is_not(tmp_
     assert content_root_warning(str(tmp_path)) is None  # exists, no blobs yet (a fresh containerd)
     (tmp_path / "blobs" / "sha256").mkdir(parents=True)
     assert content_root_warning(str(tmp_path)) is None
+
+
+def test_a_missing_content_root_is_no_problem_while_containerd_holds_nothing(tmp_path: Path) -> None:
+    # containerd 2.x creates its content root with the first blob: a fresh 2.x node has none.
+    assert content_root_warning(str(tmp_path / "absent"), holds_content=False) is None
+    assert content_root_warning(str(tmp_path / "absent"), holds_content=True) is not None

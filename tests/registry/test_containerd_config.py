@@ -16,7 +16,7 @@ from lokal_lab.images import BuiltImage, build_image, push_image
 from lokal_lab.processes import ProcessGroup
 from lokal_lab.registry import RegistryInstance
 
-from sidecar.containerd.cri_config import check_cri_config
+from sidecar.containerd.cri_config import check_containerd, check_cri_config
 from tests.conftest import needs_real_parts
 from tests.registry.lokal_process import LokalProcess
 
@@ -51,6 +51,45 @@ def test_the_check_is_quiet_for_a_good_config_and_names_each_problem() -> None:
     assert check_cri_config({}, "/x")  # unreadable shape: warn rather than assume
 
 
+CRI_2X: dict[str, object] = {"containerd": {"defaultRuntimeName": "runc"}, "cni": {}}  # no "registry"
+HOSTS = "/etc/containerd/certs.d"
+FILE = "/etc/containerd/config.toml"
+V3 = (
+    'version = 3\n[plugins."io.containerd.cri.v1.images"]\n  discard_unpacked_layers = {discard}\n'
+    '[plugins."io.containerd.cri.v1.images".registry]\n  config_path = "{path}"\n'
+)
+
+
+def test_on_2x_without_the_config_file_the_check_says_it_cannot_be_made_and_warns_about_nothing() -> None:
+    check = check_containerd(CRI_2X, HOSTS, FILE, {FILE: None}, "2.1.9")
+    assert check.warnings == []
+    assert check.unchecked is not None and "#10780" in check.unchecked and FILE in check.unchecked
+
+
+def test_on_2x_the_config_file_is_checked_in_either_config_version() -> None:
+    good = {FILE: V3.format(discard="false", path="/x:" + HOSTS)}
+    assert check_containerd(CRI_2X, HOSTS, FILE, good, "2.1.9").warnings == []
+    assert check_containerd(CRI_2X, HOSTS, FILE, good, "2.1.9").source == FILE
+    bad = check_containerd(CRI_2X, HOSTS, FILE, {FILE: V3.format(discard="true", path="/other")}, "2.1.9")
+    assert len(bad.warnings) == 2 and "/other" in bad.warnings[0] and "discard" in bad.warnings[1]
+    v2 = f'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "{HOSTS}"\n'
+    assert check_containerd(CRI_2X, HOSTS, FILE, {FILE: v2}, "2.0.4").warnings == []
+
+
+def test_on_2x_an_unset_config_path_takes_the_versions_default_and_imports_count() -> None:
+    unset: dict[str, str | None] = {FILE: "version = 3\n"}
+    assert "empty" in check_containerd(CRI_2X, HOSTS, FILE, unset, "2.1.9").warnings[0]
+    assert check_containerd(CRI_2X, HOSTS, FILE, unset, "2.2.0").warnings == []  # certs.d by default
+    imported: dict[str, str | None] = {
+        FILE: 'version = 3\nimports = ["conf.d/*.toml"]\n',
+        "/etc/containerd/conf.d/10-lokal.toml": V3.format(discard="false", path=HOSTS),
+    }
+    assert check_containerd(CRI_2X, HOSTS, FILE, imported, "2.1.9").warnings == []
+    unreadable = {**imported, "/etc/containerd/conf.d/10-lokal.toml": None}
+    check = check_containerd(CRI_2X, HOSTS, FILE, unreadable, "2.1.9")
+    assert check.warnings == [] and check.unchecked and "10-lokal.toml" in check.unchecked
+
+
 def _readyz_warnings(lokal: LokalProcess) -> list[str]:
     for _ in range(100):
         _, _, body = lokal.request("GET", "/readyz")
@@ -62,23 +101,41 @@ def _readyz_warnings(lokal: LokalProcess) -> list[str]:
 
 
 @needs_real_parts
-@pytest.mark.parametrize("enabled", [False, True], ids=["without-config_path", "with-config_path"])
+@pytest.mark.containerd_matrix
+@pytest.mark.parametrize(
+    ("enabled", "file_mounted"),
+    [(False, True), (True, True), (True, False)],
+    ids=["without-config_path", "with-config_path", "config-file-not-mounted"],
+)
 def test_containerd_without_config_path_gets_a_warning_and_with_it_none(
-    processes: ProcessGroup, tmp_path: Path, enabled: bool
+    processes: ProcessGroup, tmp_path: Path, enabled: bool, file_mounted: bool
 ) -> None:
     node = ContainerdInstance(tmp_path / "ctd", config_path_enabled=enabled)
     node.start(processes)
+    config_file = node.directory / "config.toml" if file_mounted else tmp_path / "not-mounted.toml"
     lokal = LokalProcess(
         processes, tmp_path / "lokal.log", "--containerd-socket", str(node.socket),
-        "--discovery", "none", "--config-path", str(node.certs_d),
+        "--discovery", "none", "--config-path", str(node.certs_d), "--containerd-config", str(config_file),
     )
     warnings = _readyz_warnings(lokal)
-    logged = [json.loads(line) for line in lokal.log_lines() if '"config_warning"' in line]
+    lines = [json.loads(line) for line in lokal.log_lines() if line.startswith("{")]
+    logged = [entry["warning"] for entry in lines if entry.get("event") == "config_warning"]
+    checked = [entry for entry in lines if entry.get("event") == "config_checked"]
+    unchecked = [entry for entry in lines if entry.get("event") == "config_unchecked"]
+    # 1.x shows its registry settings through CRI; 2.x only in its config file, or not at all.
+    if node.version.major < 2:
+        assert checked[0]["source"] == "CRI status" and unchecked == []
+    elif file_mounted:
+        assert checked[0]["source"] == str(config_file) and unchecked == []
+    else:  # nothing to check with: say so, and never warn
+        assert checked[0]["checked"] is False and "#10780" in unchecked[0]["reason"]
+        assert warnings == [] and logged == []
+        return
     if enabled:
         assert warnings == [] and logged == []
     else:
         assert len(warnings) == 1 and "config_path" in warnings[0]
-        assert [entry["warning"] for entry in logged] == warnings
+        assert logged == warnings
 
 
 @needs_real_parts
