@@ -88,7 +88,8 @@ def check_socket_setting(socket_path: str) -> None:
 
 
 def _walked(target: str, result: WalkResult) -> Walked:
-    return Walked(target, frozenset(key for key in result.keys | result.absent if is_digest(key)))
+    named = result.keys | result.absent | result.foreign
+    return Walked(target, frozenset(key for key in named if is_digest(key)), frozenset(result.foreign))
 
 
 class ContainerdStore:

@@ -21,6 +21,7 @@ class Walked:
 
     target: str
     named: frozenset[str]
+    foreign: frozenset[str] = frozenset()  # named for another platform only: absent is normal
 
     def keys(self, name: str, present: Collection[str]) -> frozenset[str]:
         """The keys image `name` makes servable while `present` are the namespace's blobs."""
@@ -33,7 +34,7 @@ class Walked:
         return frozenset(keys)
 
     def absent(self, present: Collection[str]) -> set[str]:
-        return {digest for digest in self.named if digest not in present}
+        return {digest for digest in self.named if digest not in present and digest not in self.foreign}
 
 
 @dataclass

@@ -2,10 +2,15 @@
 
 Absent children are normal: a CRI pull fetches one platform of an index, and `discard_unpacked_layers`
 deletes layers after unpack. They are counted, so that the second case can be reported.
+
+`ctr images pull` on 2.x stores the manifests and configs of every platform of an index, but layers
+only for the node's own: what a manifest of another platform (or an attestation, `unknown/unknown`)
+names is `foreign`, and its absence is never counted.
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -16,17 +21,34 @@ ReadBytes = Callable[[Digest], Awaitable[bytes | None]]
 Exists = Callable[[Digest], Awaitable[bool]]
 
 MAX_DEPTH = 4  # an index of indexes is legal; a cycle is not, and depth bounds it
+# Python's machine names -> OCI architectures (GOARCH).
+_ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+                  "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le", "s390x": "s390x",
+                  "riscv64": "riscv64", "i686": "386", "i386": "386"}
+
+
+def host_platform() -> str:
+    """This node's platform as an index names it ("linux/amd64")."""
+    machine = platform.machine().lower()
+    return f"{platform.system().lower()}/{_ARCHITECTURES.get(machine, machine)}"
 
 
 @dataclass
 class WalkResult:
     keys: set[str] = field(default_factory=set)
     absent: set[str] = field(default_factory=set)  # named by a present manifest, missing from the store
+    foreign: set[str] = field(default_factory=set)  # named only for another platform: may be absent
+    own: set[str] = field(default_factory=set)  # config and layers named by the node's own manifests
     sizes: dict[str, int] = field(default_factory=dict)  # digest -> size, from the descriptors
 
 
-async def walk_image(name: str, target: Digest, read: ReadBytes, exists: Exists) -> WalkResult:
-    """The keys an image makes servable: its present blobs, plus its tag key when `name` is a tag."""
+async def walk_image(
+    name: str, target: Digest, read: ReadBytes, exists: Exists, node_platform: str | None = None
+) -> WalkResult:
+    """The keys an image makes servable: its present blobs, plus its tag key when `name` is a tag.
+
+    `node_platform` ("linux/amd64", default this host's) decides which manifests of an index are the
+    node's own: only their absent blobs count as `absent`."""
     result = WalkResult()
     data = await read(target)
     if data is None:
@@ -34,12 +56,14 @@ async def walk_image(name: str, target: Digest, read: ReadBytes, exists: Exists)
     parts = split_image_name(name)
     if parts is not None:
         result.keys.add(tag_key(*parts))
-    await _walk(target, data, read, exists, result, depth=0)
+    await _walk(target, data, read, exists, result, 0, node_platform or host_platform(), True)
+    result.foreign -= result.own  # a layer shared with the node's own platform must be there
     return result
 
 
 async def _walk(
-    digest: Digest, data: bytes, read: ReadBytes, exists: Exists, result: WalkResult, depth: int
+    digest: Digest, data: bytes, read: ReadBytes, exists: Exists, result: WalkResult, depth: int,
+    node_platform: str, own: bool,
 ) -> None:
     result.keys.add(str(digest))
     result.sizes[str(digest)] = len(data)
@@ -51,11 +75,16 @@ async def _walk(
         return
     for child in descriptors:
         if media_type in INDEX_TYPES or child.media_type in INDEX_TYPES | MANIFEST_TYPES:
+            child_own = own and (child.platform is None or child.platform == node_platform)
             child_data = await read(child.digest)
             if child_data is not None:
-                await _walk(child.digest, child_data, read, exists, result, depth + 1)
-        elif await exists(child.digest):
+                await _walk(
+                    child.digest, child_data, read, exists, result, depth + 1, node_platform, child_own
+                )
+            continue
+        (result.own if own else result.foreign).add(str(child.digest))
+        if await exists(child.digest):
             result.keys.add(str(child.digest))
             result.sizes[str(child.digest)] = child.size
-        else:
+        elif own:
             result.absent.add(str(child.digest))

@@ -14,6 +14,7 @@ class Descriptor:
     digest: Digest
     media_type: str
     size: int
+    platform: str | None = None  # "os/arch" of an index entry that names one
 
 
 def children(data: bytes) -> tuple[str, list[Descriptor]]:
@@ -34,7 +35,11 @@ def _descriptor(entry: Any) -> Descriptor:
         raise NotAManifest("a descriptor lacks mediaType or digest")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise NotAManifest("a descriptor has no valid size")
+    platform = entry.get("platform")
+    os_arch = None
+    if isinstance(platform, dict) and isinstance(platform.get("os"), str):
+        os_arch = f"{platform['os']}/{platform.get('architecture', '')}"
     try:
-        return Descriptor(parse_digest(digest), media_type, size)
+        return Descriptor(parse_digest(digest), media_type, size, os_arch)
     except InvalidDigest as exc:
         raise NotAManifest(str(exc)) from None
