@@ -6,7 +6,10 @@
 One lab (lokal_lab.cluster.LabCluster: 2 regions, 3 zones, the upstream docker-registry behind a
 100 Mbit/s tbf link plus a 20 ms delay proxy, inter-region links shaped with tbf) serves every run. For
 each image and scenario (rolling: nodes pull one after another; create: all nodes at once) it runs three
-ways, in an order rotated per case so that the machine's noise hits all alike:
+ways, in an order rotated per case so that the machine's noise hits all alike. Two more scenarios are the
+references of share while downloading (issue 13): `alone` (one node pulls the image alone, no mirror:
+the time the create rows are compared with) and `create-region` (isolate mode, every node of one region
+at once: one copy over the upstream link, as prefer mode with cross-region always moves):
 
 - `baseline`: no mirror; hosts.toml names only the upstream and no lokal runs;
 - `isolate`: lokal on every node, `--topology-mode isolate`;
@@ -55,6 +58,12 @@ from bench._lab import percentile  # noqa: E402
 MB = 1_000_000
 WAYS = ("baseline", "isolate", "prefer")
 SCENARIOS = ("rolling", "create")
+ALL_SCENARIOS = ("rolling", "alone", "create", "create-region")
+SCENARIO_WAYS = {"alone": ("baseline",), "create-region": ("isolate",)}
+# Issue 13's figures for the create rows, against `alone` in the same run.
+MAX_UPSTREAM_X = 1.1  # upstream bytes per scope, x the image
+MAX_MEDIAN_X_ALONE = 1.3
+MAX_P90_X_ALONE = 1.5
 TIERS = ("same_node", "same_zone", "same_region", "other_region", "upstream")
 
 
@@ -120,7 +129,7 @@ def plan(images: Sequence[ImageSpec], scenarios: Sequence[str] = SCENARIOS) -> l
     """Every image x scenario, each with the three ways in an order rotated case by case."""
     cases = []
     for index, (image, scenario) in enumerate((i, s) for i in images for s in scenarios):
-        cases.append(Case(image, scenario, tuple(rotated(WAYS, index))))
+        cases.append(Case(image, scenario, SCENARIO_WAYS.get(scenario) or tuple(rotated(WAYS, index))))
     return cases
 
 
@@ -171,6 +180,36 @@ def verdict_rolling(way: str, upstream_bytes: int, image_bytes: int, regions: in
     }
 
 
+def verdict_create(
+    run: dict[str, Any], regions: int, alone_seconds: float | None
+) -> dict[str, Any]:
+    """Issue 13's figures for a burst: upstream bytes at most 1.1x the image per scope (a region in isolate,
+    the cluster in prefer with cross-region always); where one copy crosses the upstream link (prefer, and
+    isolate with one region pulling), median and p90 pull times at most 1.3x and 1.5x one node alone."""
+    way, scenario = run["way"], run["scenario"]
+    ratio = run["upstream_bytes_registry_log"] / run["image_bytes"] if run["image_bytes"] else math.nan
+    found: dict[str, Any] = {"upstream_x_image": ratio}
+    copies = {"isolate": 1 if scenario == "create-region" else regions, "prefer": 1}.get(way)
+    if copies is None:
+        return found
+    checks = [ratio <= MAX_UPSTREAM_X * copies]
+    found["max_upstream_x_image"] = MAX_UPSTREAM_X * copies
+    if copies == 1 and alone_seconds:
+        found["median_x_alone"] = run["pull_seconds_median"] / alone_seconds
+        found["p90_x_alone"] = run["pull_seconds_p90"] / alone_seconds
+        checks += [found["median_x_alone"] <= MAX_MEDIAN_X_ALONE, found["p90_x_alone"] <= MAX_P90_X_ALONE]
+    found["verdict"] = "pass" if all(checks) else "fail"
+    return found
+
+
+def judge_bursts(runs: Sequence[dict[str, Any]], regions: int) -> None:
+    """Fill in the expectation of every create and create-region run from the `alone` run of its image."""
+    alone = {r["image"]: r["pull_seconds_median"] for r in runs if r["scenario"] == "alone"}
+    for run in runs:
+        if run["scenario"] in ("create", "create-region"):
+            run["expectation"] = verdict_create(run, regions, alone.get(run["image"]))
+
+
 def run_summary(
     way: str,
     scenario: str,
@@ -206,6 +245,15 @@ def run_summary(
     return summary
 
 
+def _vs_alone(expectation: dict[str, Any]) -> str:
+    parts = []
+    if "median_x_alone" in expectation:
+        parts.append(f"{expectation['median_x_alone']:.2f} / {expectation['p90_x_alone']:.2f}")
+    if "verdict" in expectation:
+        parts.append(expectation["verdict"])
+    return ", ".join(parts)
+
+
 def human(count: float) -> str:
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if count >= size:
@@ -217,13 +265,14 @@ def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
     """One row per run, grouped by image and scenario, ways in a fixed order (baseline, isolate, prefer)."""
     header = (
         "| image | scenario | way | pull s median | pull s p90 | upstream (registry log) | x image "
-        "| upstream (link) | cross-region (link) | same node | same zone | same region | other region |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| upstream (link) | cross-region (link) | same node | same zone | same region | other region "
+        "| x alone (median / p90), verdict |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
     order = {w: i for i, w in enumerate(WAYS)}
     rows = []
     for run in sorted(
-        runs, key=lambda r: (r["image_bytes"], SCENARIOS.index(r["scenario"]), order[r["way"]])
+        runs, key=lambda r: (r["image_bytes"], ALL_SCENARIOS.index(r["scenario"]), order[r["way"]])
     ):
         tiers = run["bytes_by_tier"]
         rows.append(
@@ -232,7 +281,7 @@ def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
             f"| {run['expectation']['upstream_x_image']:.2f} | {human(run['upstream_bytes_link'])} "
             f"| {human(run['cross_region_bytes_link'])} | {human(tiers['same_node'])} "
             f"| {human(tiers['same_zone'])} | {human(tiers['same_region'])} "
-            f"| {human(tiers['other_region'])} |"
+            f"| {human(tiers['other_region'])} | {_vs_alone(run['expectation'])} |"
         )
     return "\n".join([header, *rows])
 
@@ -266,11 +315,22 @@ class Bench:
         if way != "baseline":
             cluster.start_lokal(*cluster.nodes, extra_args=way_flags(way), timeout=60)
 
+    def pullers(self, scenario: str) -> tuple[str, ...]:
+        """Who pulls: one node alone, every node of the first region, or every node."""
+        cluster = self.cluster
+        if scenario == "alone":
+            return cluster.nodes[:1]
+        if scenario == "create-region":
+            first = cluster.topology.regions[0]
+            return tuple(n.name for n in cluster.topology.nodes_in(first))
+        return cluster.nodes
+
     def pull_all(self, scenario: str, reference: str) -> list[tuple[str, float]]:
         cluster, timeout = self.cluster, self.profile.pull_timeout_s
-        if scenario == "rolling":
-            return [(node, cluster.pull(node, reference, timeout=timeout).seconds) for node in cluster.nodes]
-        barrier = threading.Barrier(len(cluster.nodes))
+        nodes = self.pullers(scenario)
+        if scenario in ("rolling", "alone"):
+            return [(node, cluster.pull(node, reference, timeout=timeout).seconds) for node in nodes]
+        barrier = threading.Barrier(len(nodes))
         results: dict[str, float] = {}
         errors: list[BaseException] = []
 
@@ -281,14 +341,14 @@ class Bench:
             except BaseException as exc:  # reported after the join
                 errors.append(exc)
 
-        threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in cluster.nodes]
+        threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in nodes]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout + 60)
         if errors or len(results) != len(threads):
             raise RuntimeError(f"create scenario: {len(results)}/{len(threads)} pulls done; {errors[:1]}")
-        return [(node, results[node]) for node in cluster.nodes]
+        return [(node, results[node]) for node in nodes]
 
     def run(self, image: Pushed, scenario: str, way: str) -> dict[str, Any]:
         from lokal_lab.cluster import is_local_client
@@ -405,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         images = push_images(cluster, profile.images, Path(scratch))
         bench = Bench(cluster, profile)
         by_name = {p.spec.name: p for p in images}
-        for case in plan(profile.images):
+        for case in plan(profile.images, ALL_SCENARIOS):
             for way in case.ways:
                 result = bench.run(by_name[case.image.name], case.scenario, way)
                 runs.append(result)
@@ -415,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"upstream {result['expectation']['upstream_x_image']:.2f}x image, "
                     f"cross-region {human(result['cross_region_bytes_link'])}"
                 )
+    judge_bursts(runs, len(topology.regions))
     report = {
         "benchmark": "bench/pulls.py",
         "profile": "quick" if args.quick else "full",
@@ -438,7 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "upstream_bytes_registry_log: bytes of blob and manifest GETs the registry answered (200/206)",
             "upstream_bytes_link / cross_region_bytes_link: interface counters, all traffic incl. headers",
             "pull_seconds_p90: linear interpolation over the nodes' pull times",
-            "create: no burst coalescing yet, so simultaneous misses each go upstream",
+            "create / create-region: share while downloading (issue 13): one node per scope fetches each "
+            "blob upstream, the others follow its download; expectation compares with `alone`",
         ],
         "wall_seconds": time.monotonic() - started,
         "runs": runs,

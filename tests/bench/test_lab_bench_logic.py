@@ -165,3 +165,18 @@ def test_a_content_store_counts_its_blob_files_and_an_empty_one_counts_zero(tmp_
     (blobs / ("a" * 64)).write_bytes(b"x")
     (blobs / ("b" * 64)).write_bytes(b"y")
     assert content_blob_count(tmp_path) == 2
+
+
+def test_a_burst_passes_with_one_copy_per_scope_and_pulls_close_to_one_node_alone() -> None:
+    runs = [summary("baseline", "alone", 10_000_000), summary("prefer", "create", 10_000_000),
+            summary("isolate", "create-region", 10_000_000), summary("isolate", "create", 10_000_000)]
+    runs[0]["pull_seconds_median"] = 2.0
+    runs[1].update(upstream_bytes_registry_log=10_500_000, pull_seconds_median=2.4, pull_seconds_p90=2.9)
+    runs[2].update(upstream_bytes_registry_log=10_000_000, pull_seconds_median=2.8, pull_seconds_p90=2.9)
+    runs[3].update(upstream_bytes_registry_log=23_000_000)  # two regions: 2.2x allowed, 2.3x is too much
+    pulls.judge_bursts(runs, regions=2)
+    prefer, region, isolate = (r["expectation"] for r in runs[1:])
+    assert prefer["verdict"] == "pass" and prefer["median_x_alone"] == 1.2
+    assert region["verdict"] == "fail" and region["median_x_alone"] == 1.4  # median over 1.3x alone
+    assert isolate["verdict"] == "fail" and "median_x_alone" not in isolate  # two copies: no time figure
+    assert pulls.plan([pulls.image_spec(10, 1)], pulls.ALL_SCENARIOS)[1].ways == ("baseline",)
