@@ -35,7 +35,16 @@ from pathlib import Path
 from types import TracebackType
 
 from lokal_lab import blackhole
-from lokal_lab.netplan import Link, LinkKind, NetworkPlan, StartDelayLink, plan_network, setup_commands
+from lokal_lab.netplan import (
+    TBF_LATENCY,
+    Link,
+    LinkKind,
+    NetworkPlan,
+    StartDelayLink,
+    plan_network,
+    setup_commands,
+    tbf_burst,
+)
 from lokal_lab.processes import ProcessGroup, wait_for
 from lokal_lab.topology import APISERVER, UPSTREAM, LabTopology
 from sidecar.logs import get_logger, log_event
@@ -215,6 +224,19 @@ class Lab:
             return ready.exists()
 
         wait_for(ready_or_dead, timeout, what=f"{name} in {host} to be ready")
+
+    # ---- shaping at run time ----
+
+    def set_rate(self, link_name: str, rate: str) -> None:
+        """Change a shaped link's tbf rate, both directions, while the lab runs (tests of links that
+        change speed mid-run). The link must have been built shaped; a delay link is not changed here."""
+        link = self.plan.link(link_name)
+        if not link.rate or link.delay_ms > 0:
+            raise LabError(f"link {link_name!r} is not a tbf-shaped veth; its rate cannot be changed")
+        burst = tbf_burst(rate, self.plan.mtu)
+        for end in (link.a, link.b):
+            _run_ip(["tc", "-n", end.netns, "qdisc", "change", "dev", end.ifname, "root", "tbf",
+                     "rate", rate, "burst", burst, "latency", TBF_LATENCY])
 
     # ---- byte counters ----
 

@@ -98,6 +98,13 @@ class StreamedResponse:
         self._finished = True
         await self.aclose()
 
+    def limit_receive_buffer(self, size: int) -> None:
+        """Keep the TCP receive window of this answer's connection near `size` bytes, so that a reader
+        that paces itself also paces the sender (the kernel would otherwise fill a large buffer at once).
+        The connection is not pooled afterwards: its buffer stays small."""
+        if self._conn is not None:
+            self._conn.shrink_receive_buffer(size)
+
     async def read(self, max_bytes: int, stall_timeout: float | None = None) -> bytes:
         """The whole body, at most `max_bytes` (ResponseTooLarge past it)."""
         parts: list[bytes] = []

@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -176,6 +177,12 @@ class PeerConnection:
                 return
             else:
                 raise h11.RemoteProtocolError("the body ended early")
+
+    def shrink_receive_buffer(self, size: int) -> None:
+        """A small, fixed receive buffer from now on (autotuning off), and no reuse after this answer."""
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        self._keep_alive = False
 
     def reusable(self) -> bool:
         return self._complete and self._keep_alive and self.h11.our_state is h11.DONE
