@@ -190,9 +190,10 @@ class PeerRelay(Relay):
             found = Found(())
         names = found.providers
         record.looked_up(time.monotonic() - started, len(names))
-        if not names and found.claimed:
+        if found.claimed:  # with holders in another region (auto), this node fetches for its region
             self.count("claims")
             record.extra["claim"] = "claimant"
+        if not names and found.claimed:
             record.missed(Miss.CLAIMED, "nobody holds or fetches it: this node fetches it upstream")
             return []
         if not names and found.fetching:

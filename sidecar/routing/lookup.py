@@ -19,6 +19,8 @@ Rules:
     first home in rendezvous order that answered is authoritative for the claim, so every asker that
     reaches the same homes agrees on one claimant; holders are still merged from every answer.
   - Answers carrying claims are never cached: every fetch must reach the homes.
+  - A region claim that this node won still asks `other_regions` (prefer + auto): holders there are
+    returned with `claimed`, and the relay's auto rule decides between them and upstream.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class Lookup:
         finally:
             del self._flights[flight_key]
             flight.done.set()
-        if flight.result.providers and self.cache_ttl > 0:
+        if flight.result.providers and not flight.result.claimed and self.cache_ttl > 0:
             if len(self._cache) >= self.cache_size:
                 del self._cache[next(iter(self._cache))]
             self._cache[cache_key] = (self.clock() + self.cache_ttl, flight.result)
@@ -134,15 +136,23 @@ class Lookup:
     async def _resolve(self, key: str, other_regions: tuple[str, ...], claim: str | None) -> Found:
         messages = 0
         region_claim = claim if claim is not None and claim != CLUSTER else None
+        claim_homes: tuple[str, ...] = ()
         for region in (self.region, *other_regions):
             homes = self.ring_of(region).homes(key)
             found = await self._round(key, homes, region_claim if region == self.region else None)
             messages += found.sent
             if found.providers:
-                return Found(found.providers, region, messages)
+                return Found(found.providers, region, messages, claimed=bool(claim_homes),
+                             claim_homes=claim_homes)
             if region == self.region and region_claim is not None:
-                return Found((), None, messages, fetching=found.fetching, claimed=found.claimed,
-                             claim_homes=tuple(h.name for h in homes))
+                claim_homes = tuple(h.name for h in homes)
+                if found.fetching or not found.claimed or not other_regions:
+                    return Found((), None, messages, fetching=found.fetching, claimed=found.claimed,
+                                 claim_homes=claim_homes)
+                # Claimed here, and other regions may be asked (prefer + auto): their holders still count,
+                # so that auto can weigh them against upstream; this node stays the region's fetcher.
+        if claim_homes:
+            return Found((), None, messages, claimed=True, claim_homes=claim_homes)
         if claim == CLUSTER:
             homes = self.ring_of(CLUSTER).homes(key)
             found = await self._round(key, homes, CLUSTER)
