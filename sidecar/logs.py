@@ -14,9 +14,7 @@ import logging
 import re
 import sys
 import time
-from typing import Any, Literal
-
-LogFormat = Literal["json", "text"]
+from typing import Any
 
 _FIELDS = "lokal_fields"
 
@@ -59,7 +57,7 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def setup_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
+def setup_logging(log_format: str = "json", level: str = "INFO") -> None:
     """Install the single stdout handler on the `lokal` logger tree."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())

@@ -8,12 +8,13 @@ say: a registry dropped from the list since configure must still be restored. So
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from pathlib import Path
 
-from sidecar.cli.configure import EXIT_BAD_INPUT, add_config_path, config_path_from, log_format_from
-from sidecar.hosts import HostsTreeError, SettingError, cleanup_tree, parse_registries
+from sidecar.cli.configure import EXIT_BAD_INPUT
+from sidecar.hosts import HostsTreeError, SettingError, cleanup_tree
 from sidecar.logs import get_logger, log_event, setup_logging
+from sidecar.settings import CleanupSettings, add_arguments, read
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,23 +23,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="restore containerd's hosts.toml files as they were before lokal configure",
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
-    add_config_path(parser)
-    parser.add_argument(
-        "--mirrored-registries",
-        metavar="LIST",
-        help="only these registries (default: every directory holding lokal's files)",
-    )
+    add_arguments(parser, CleanupSettings)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config_path, config_setting = config_path_from(args, os.environ)
-        registries = None
-        if args.mirrored_registries is not None:
-            registries = parse_registries(args.mirrored_registries, "--mirrored-registries")
-        setup_logging(log_format_from(os.environ))
-        report = cleanup_tree(config_path, registries, config_setting)
+        settings = read(CleanupSettings, args)
+        setup_logging(settings.log_format)
+        config_path = Path(settings.config_path)
+        report = cleanup_tree(config_path, settings.mirrored_registries, settings.source("config_path"))
     except (SettingError, HostsTreeError) as error:
         print(f"lokal cleanup: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -1,12 +1,14 @@
-"""`lokal serve`: the DaemonSet's main container."""
+"""`lokal serve`: the DaemonSet's main container. Its settings are `sidecar.settings.ServeSettings`."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
-from sidecar.settings import SERVE_OPTIONS, add_options, resolve
+from sidecar.settings import ServeSettings, add_arguments
 
 
 def register(subparsers: Any) -> None:
@@ -15,44 +17,35 @@ def register(subparsers: Any) -> None:
         help="serve this node's images to containerd and to peers",
         description="Serve blobs from the local containerd store, relay from peers, or answer 404 fast.",
     )
-    add_options(parser, SERVE_OPTIONS)
+    add_arguments(parser, ServeSettings)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import anyio
-
-    from sidecar.containerd import ConfigError, check_socket_setting
-    from sidecar.hosts.settings import SettingError
     from sidecar.logs import get_logger, log_event, setup_logging
-    from sidecar.serve import build_node, run_node
+    from sidecar.serve import CONFIG_ERRORS, StartupError, serve
+    from sidecar.settings import read
 
     try:
-        settings = resolve(args)
-        check_socket_setting(settings["containerd_socket"])
-    except (SettingError, ConfigError) as exc:
+        settings = read(ServeSettings, args)
+    except CONFIG_ERRORS as exc:
         print(f"lokal serve: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings["log_format"], settings["log_level"])
-
-    async def main() -> None:
-        # Built inside the event loop: grpc.aio channels belong to the loop they are made in.
-        await run_node(build_node(settings))
-
+    setup_logging(settings.log_format, settings.log_level)
     try:
-        anyio.run(main)
-    except (ValueError, PermissionError, BaseExceptionGroup) as exc:
-        errors = _config_errors(exc)
-        if not errors:
-            raise
-        for error in errors:  # configuration errors name their setting
-            log_event(get_logger("serve"), "configuration_error", level=40, error=str(error))
-            print(f"lokal serve: {error}", file=sys.stderr)
-        return 2
-    return 0
+        code = serve(settings)
+    except (StartupError, *CONFIG_ERRORS) as exc:
+        log_event(get_logger("serve"), "configuration_error", logging.ERROR, error=str(exc))
+        print(f"lokal serve: {exc}", file=sys.stderr)
+        code = 2
+    _exit_now(code)
 
 
-def _config_errors(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [e for sub in exc.exceptions for e in _config_errors(sub)]
-    return [exc] if isinstance(exc, ValueError | PermissionError) else []
+def _exit_now(code: int) -> NoReturn:
+    """End the process without waiting for threads lokal does not own: grpc's completion-queue poller can
+    block interpreter exit indefinitely after the event loop closed (grpc/grpc#40989), turning a clean
+    SIGTERM into a SIGKILL. Everything of ours is stopped and logged by now."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -9,6 +9,7 @@ from sidecar.containerd.store import (
     Manifest,
     OpenBlob,
     Store,
+    StoreHealth,
     StoreUnavailable,
     StreamBlob,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "MemoryStore",
     "OpenBlob",
     "Store",
+    "StoreHealth",
     "StoreUnavailable",
     "StreamBlob",
     "check_socket_setting",

@@ -38,6 +38,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from sidecar.backoff import Backoff
 from sidecar.containerd.broadcast import ChangeBroadcast
 from sidecar.containerd.client import ContainerdClient, ContainerdStalled
+from sidecar.containerd.cri_config import (
+    ConfigCheck,
+    check_containerd,
+    read_config_files,
+    read_containerd_version,
+    read_cri_config,
+)
 from sidecar.containerd.diagnostics import content_root_warning, namespace_warning
 from sidecar.containerd.events import TOPICS, ContentDeleted, ImageChanged, ImageDeleted, parse_event
 from sidecar.containerd.rescan import EventLog, Walked, merge
@@ -47,6 +54,7 @@ from sidecar.containerd.store import (
     KeyChange,
     Manifest,
     OpenBlob,
+    StoreHealth,
     StoreUnavailable,
     StreamBlob,
 )
@@ -127,6 +135,21 @@ class ContainerdStore:
     async def aclose(self) -> None:
         self._changes.close()
         await self._client.close()
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(self.connected, self.absent_blobs, tuple(self.warnings), self.version)
+
+    async def check_config(self, hosts_dir: str, config_file: str) -> ConfigCheck:
+        """containerd's configuration, checked once the CRI service answers (it may start later): from
+        CRI status on 1.x, from the config file on 2.x (see cri_config)."""
+        while True:
+            config = await read_cri_config(self.socket_path)
+            if config is not None:
+                break
+            await anyio.sleep(2.0)
+        version = await read_containerd_version(self.socket_path)
+        files = {} if "registry" in config else read_config_files(config_file)
+        return check_containerd(config, hosts_dir, config_file, files, version)
 
     # -- Store: reads ------------------------------------------------------------------------------
 

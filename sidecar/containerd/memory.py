@@ -10,15 +10,19 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Literal
 
+import anyio
+from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from sidecar.containerd.broadcast import ChangeBroadcast
+from sidecar.containerd.cri_config import ConfigCheck
 from sidecar.containerd.store import (
     BlobInfo,
     FileBlob,
     KeyChange,
     Manifest,
     OpenBlob,
+    StoreHealth,
     StreamBlob,
 )
 from sidecar.containerd.walk import walk_image
@@ -53,6 +57,18 @@ class MemoryStore:
         await self._reindex()
 
     # -- Store -------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()  # nothing to follow: changes come from the test's calls
+
+    async def aclose(self) -> None:
+        self._changes.close()
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(connected=self.available)
+
+    async def check_config(self, hosts_dir: str, config_file: str) -> ConfigCheck:
+        return ConfigCheck(source="memory")
 
     async def info(self, digest: Digest) -> BlobInfo | None:
         entry = self._blobs.get(digest)

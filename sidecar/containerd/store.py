@@ -16,8 +16,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import anyio
+from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from sidecar.containerd.cri_config import ConfigCheck
 from sidecar.oci import Digest
 
 
@@ -79,7 +82,29 @@ class KeyChange:
         return bool(self.added or self.removed)
 
 
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    connected: bool  # the store answers (containerd connected); an in-memory store always does
+    absent_blobs: int = 0  # blobs a present manifest names but the store lacks (discarded layers?)
+    warnings: tuple[str, ...] = ()  # what makes the store slower or emptier than it should be, now
+    version: str = ""  # containerd's, once connected
+
+
 class Store(Protocol):
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow the store's source until cancelled; started once the index is first read (or the
+        source is found away: lokal serves 404s meanwhile)."""
+
+    async def aclose(self) -> None:
+        """Release connections; subscribers' streams end."""
+
+    def health(self) -> StoreHealth:
+        """The store's state now, without I/O."""
+
+    async def check_config(self, hosts_dir: str, config_file: str) -> ConfigCheck:
+        """Warnings about the source's configuration (will containerd ask lokal, and keep its layers?),
+        once the source answers: this may wait. `config_file`: containerd's, where mounted."""
+
     async def info(self, digest: Digest) -> BlobInfo | None:
         """Size and labels of a blob in the configured namespace, or None."""
 

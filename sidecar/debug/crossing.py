@@ -21,9 +21,7 @@ from sidecar.debug.view import NodeView
 
 
 def crossing_state(node: NodeView) -> dict[str, Any]:
-    speeds = getattr(node, "speeds", None)
-    caps = getattr(node, "caps", None)
-    gate = getattr(node, "crossing", None)
+    speeds, caps, gate = node.speeds, node.caps, node.crossing
     state: dict[str, Any] = {
         "bias": node.policy.cross_region_bias,
         "upstream": {},

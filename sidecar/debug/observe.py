@@ -1,13 +1,15 @@
-"""Wiring observability into a node: `observe` at build time, `start_observability` once serving.
+"""Observability of a node: `observe` at build time, `start_observability` once serving.
 
-`observe(node)` makes the node's metrics (own registry), the pull observer and the operator endpoint,
-and hooks them into `node.handler` (`pull_observer`, `operator_handler`) and `node.limits` (`on_hit`).
-`start_observability` logs the configuration warnings and, with `--metrics-listen`, serves `/metrics`
-on that address too.
+The composition root makes the node's `Metrics` (own registry) first, so that the limit reporter and the
+refusal log count into it from birth; `observe(view, metrics)` then makes the pull observer and the
+operator endpoint, which the root hands to the registry handler it builds next. `start_observability`
+logs the configuration warnings and, with `--metrics-listen`, serves `/metrics` on that address too (an
+address that cannot be bound raises `OSError`, which the caller reports naming the setting).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from anyio.abc import TaskGroup
@@ -32,23 +34,18 @@ class Observability:
     metrics_server: HttpServer | None = None
 
 
-def observe(node: NodeView) -> Observability:
-    metrics = Metrics()
+def observe(node: NodeView, metrics: Metrics) -> Observability:
     pulls = PullMetrics(metrics, node.current_membership)
     metrics.registry.register(NodeStateCollector(lambda: node_state(node)))
     metrics.registry.register(CrossingCollector(lambda: crossing_state(node)))
     endpoint = OperatorEndpoint(node, metrics, pulls.tally)
-    node.handler.pull_observer = pulls
-    node.limits.on_hit = metrics.limit_hit
-    node.handler.refusals.on_refused = metrics.refusal
-    node.handler.operator_handler = endpoint
     return Observability(metrics, pulls, endpoint)
 
 
 async def start_observability(node: NodeView, observability: Observability, tg: TaskGroup) -> None:
     for warning in settings_warnings(node.settings):
-        log_event(log, "config_warning", level=30, warning=warning)
-    listen = node.settings.get("metrics_listen")
+        log_event(log, "config_warning", logging.WARNING, warning=warning)
+    listen = node.settings.metrics_listen
     if listen:
         server = HttpServer(metrics_only(observability.metrics), ServerLimits(header_timeout=10))
         await tg.start(server.serve, listen)

@@ -16,32 +16,27 @@ from typing import Any
 from sidecar.debug.crossing import crossing_state
 from sidecar.debug.view import NodeView
 from sidecar.debug.warnings import runtime_warnings, settings_warnings
-from sidecar.membership import REGION_LABEL, ZONE_LABEL, Membership, Peer, TopologyLabels
+from sidecar.membership import Membership, Peer, TopologyLabels
 from sidecar.metrics.state import NodeState, peer_state
 from sidecar.metrics.tally import PullTally
 from sidecar.topology.policy import PeerStats, TopologyPolicy, eligibility
 from sidecar.topology.validation import policy_warnings, unlabelled_node_warning
 
 
-def containerd_connected(node: NodeView) -> bool:
-    """containerd's state as the store knows it; an in-memory store is always 'connected'."""
-    store = node.store
-    return bool(getattr(store, "connected", getattr(store, "available", True)))
-
-
 def all_warnings(node: NodeView) -> list[str]:
     """Startup warnings (settings, containerd's CRI config) and the conditions that hold right now."""
     membership = node.current_membership()
     me = membership.me if membership else None
-    holders = _holders(node)
+    holders = node.router.holders() if node.router is not None else None
+    health = node.store.health()
     return [
         *policy_warnings(node.policy),
         *settings_warnings(node.settings),
         *node.config_warnings,
-        *getattr(node.store, "warnings", ()),  # content root, namespace (containerd.diagnostics)
+        *health.warnings,  # content root, namespace (containerd.diagnostics)
         *runtime_warnings(
-            containerd_connected=containerd_connected(node),
-            absent_blobs=int(getattr(node.store, "absent_blobs", 0)),
+            containerd_connected=health.connected,
+            absent_blobs=health.absent_blobs,
             index_bound_hit=bool(holders is not None and holders.bound_hit),
             membership_known=me is not None,
         ),
@@ -50,10 +45,7 @@ def all_warnings(node: NodeView) -> list[str]:
 
 
 def _unlabelled(node: NodeView, me: Peer) -> list[str]:
-    settings = node.settings
-    labels = TopologyLabels(
-        settings.get("region_label") or REGION_LABEL, settings.get("zone_label") or ZONE_LABEL
-    )
+    labels = TopologyLabels(node.settings.region_label, node.settings.zone_label)
     warning = unlabelled_node_warning(node.policy.mode, me, labels)
     return [warning] if warning is not None else []
 
@@ -61,9 +53,10 @@ def _unlabelled(node: NodeView, me: Peer) -> list[str]:
 def node_state(node: NodeView) -> NodeState:
     membership = node.current_membership()
     me = membership.me if membership else None
-    holders = _holders(node)
+    holders = node.router.holders() if node.router is not None else None
+    health = node.store.health()
     return NodeState(
-        node=me.name if me else str(node.settings.get("node_name") or "local"),
+        node=me.name if me else (node.settings.node_name or "local"),
         region=me.region if me else "",
         zone=me.zone if me else "",
         mode=node.policy.mode.value,
@@ -75,8 +68,8 @@ def node_state(node: NodeView) -> NodeState:
         index_bound_hit=bool(holders is not None and holders.bound_hit),
         index_refused=holders.refused_total if holders is not None else 0,
         keys_advertised=len(node.store.keys()),
-        containerd_connected=containerd_connected(node),
-        absent_blobs=int(getattr(node.store, "absent_blobs", 0)),
+        containerd_connected=health.connected,
+        absent_blobs=health.absent_blobs,
         peers_marked_bad=node.book.marked_bad,
         config_warnings=len(all_warnings(node)),
         share=share_counts(node),
@@ -86,7 +79,7 @@ def node_state(node: NodeView) -> NodeState:
 def share_counts(node: NodeView) -> dict[str, int]:
     """Share-while-downloading counters: the relay's claims, follows and fallbacks; the home side's lease
     expiries; the leases this node keeps alive."""
-    counts = dict(getattr(node.handler.relay, "counts", {}))
+    counts = dict(getattr(node.relay, "counts", {}))
     claims = getattr(getattr(node.router, "service", None), "claims", None)
     if claims is not None:
         counts["lease_expiries"] = claims.expired_total
@@ -94,12 +87,6 @@ def share_counts(node: NodeView) -> dict[str, int]:
     if leases is not None:
         counts["leases"] = len(leases.leases)
     return counts
-
-
-def _holders(node: NodeView) -> Any:
-    """The one-hop router's HolderStore, or None (no discovery, or another Router)."""
-    service = getattr(node.router, "service", None)
-    return getattr(service, "store", None)
 
 
 def peer_rows(
@@ -145,7 +132,7 @@ def status_report(node: NodeView, tally: PullTally, now: float) -> dict[str, Any
         "mode": policy.mode.value,
         "cross_region": policy.cross_region.value,
         "policy": policy_text,
-        "discovery": node.settings.get("discovery"),
+        "discovery": node.settings.discovery.value,
         "membership_known": me is not None,
         "peers": peer_rows(me, membership, node.book.snapshot(), policy, now) if me and membership else [],
         "index": {

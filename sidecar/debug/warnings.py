@@ -6,21 +6,23 @@ Logged once at startup (`config_warning` lines), shown by `lokal status`, counte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from sidecar.hosts.settings import DEFAULT_REGISTRY_DIR
+from sidecar.membership import CrossRegion, TopologyMode
+from sidecar.settings import Discovery, ServeSettings
 
 
-def settings_warnings(settings: Mapping[str, Any]) -> list[str]:
+def settings_warnings(settings: ServeSettings) -> list[str]:
     warnings: list[str] = []
-    mode = settings.get("topology_mode")  # isolate + allow-unknown-clients: topology.policy_warnings
-    if mode == "isolate" and settings.get("cross_region") == "always":
+    # isolate + allow-unknown-clients: topology.policy_warnings
+    always = settings.cross_region is CrossRegion.ALWAYS
+    if settings.topology_mode is TopologyMode.ISOLATE and always:
         warnings.append("--cross-region always has no effect in isolate mode")
-    if settings.get("discovery") == "none" and settings.get("cross_region") == "always":
+    if settings.discovery is Discovery.NONE and always:
         warnings.append("--cross-region always has no effect with --discovery none (no peers)")
-    if settings.get("resolve_latest"):
+    if settings.resolve_latest:
         warnings.append("--resolve-latest: 'latest' is answered from this node's store, which may be stale")
-    if "mirrored_registries" in settings and settings["mirrored_registries"] is None:
-        warnings.append("--mirrored-registries '*': every registry is mirrored")
+    if DEFAULT_REGISTRY_DIR in settings.mirrored_registries:
+        warnings.append(f"--mirrored-registries {DEFAULT_REGISTRY_DIR}: every registry is mirrored")
     return warnings
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from sidecar.containerd import StoreUnavailable
 from sidecar.debug.view import NodeView
+from sidecar.hosts.settings import DEFAULT_REGISTRY_DIR
 from sidecar.membership import Membership, Peer, Tier
 from sidecar.oci import (
     Digest,
@@ -179,7 +180,7 @@ def plan_sources(
 
 async def where_report(node: NodeView, text: str) -> dict[str, Any]:
     """Every blob of `text`'s image with its sources; raises BadTarget for an unusable argument."""
-    mirrored = node.settings.get("mirrored_registries") or ()
+    mirrored = [r for r in node.settings.mirrored_registries if r != DEFAULT_REGISTRY_DIR]
     target = parse_target(text, DEFAULT_REGISTRY)
     registry = target.registry or (mirrored[0] if mirrored else DEFAULT_REGISTRY)
     repository = target.repository or PLACEHOLDER_REPOSITORY
@@ -214,7 +215,7 @@ def _node_name(node: NodeView, membership: Membership | None) -> str:
     """This node's name: from the membership (with --discovery none it holds no Peer), else the setting."""
     if membership is not None and membership.self_name:
         return membership.self_name
-    return str(node.settings.get("node_name") or "this node")
+    return node.settings.node_name or "this node"
 
 
 class _Walker:
@@ -281,9 +282,9 @@ class _Walker:
             except Exception as exc:  # a failed lookup is a miss, as in the relay
                 entry["lookup_error"] = str(exc)[:200]
         in_progress: tuple[str, ...] = ()
-        scope_of = getattr(node.handler.relay, "claim_scope", None)
+        scope_of = getattr(node.relay, "claim_scope", None)
         scope = scope_of(membership) if scope_of is not None else None
-        if scope is not None and not held and hasattr(node.router, "in_progress"):
+        if scope is not None and not held and node.router is not None:
             try:
                 in_progress = tuple(await node.router.in_progress(str(digest), scope))
             except Exception as exc:  # a report, never a crash
@@ -291,7 +292,7 @@ class _Walker:
         entry["in_progress"] = list(in_progress)
         plan = plan_sources(me, holders, membership, node.book.snapshot(), node.policy,
                             now=time.monotonic(), held_locally=held, quarantined=node.book.quarantined(),
-                            speeds=getattr(node, "speeds", None), size=size, registry=self.registry)
+                            speeds=node.speeds, size=size, registry=self.registry)
         entry.update(
             holders=list(holders),
             order=[asdict(s) for s in plan.order],
@@ -322,7 +323,7 @@ class _Walker:
         record = PullRecord("manifest", "GET", self.repository, self.registry, digest.short, "lokal-where")
         plan = ManifestRequest(self.registry, self.repository, digest)
         try:
-            response = await self.node.handler.relay.fetch(plan, digest, None, record)
+            response = await self.node.relay.fetch(plan, digest, None, record)
         except Exception:  # where is a report: a broken relay is a missing manifest, never a crash
             return None
         if response is None or not isinstance(response.body, bytes):

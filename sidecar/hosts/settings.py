@@ -29,7 +29,7 @@ DEFAULT_REGISTRY_DIR = "_default"  # containerd's fallback directory for registr
 DEFAULT_DIAL_TIMEOUT = "200ms"  # honoured by containerd 2.1+; 1.x ignores the key without error
 
 # containerd dials the mirror at 127.0.0.1, so the listen address must accept connections there.
-_LOOPBACK_REACHABLE_HOSTS = frozenset({"", "0.0.0.0", "127.0.0.1", "::", "localhost"})
+_LOOPBACK_REACHABLE_HOSTS = frozenset({"0.0.0.0", "::", "localhost"})
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _REGISTRY_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*(?::(?P<port>[0-9]{{1,5}}))?$")
 
@@ -77,6 +77,8 @@ def default_upstream(registry: str) -> str | None:
 def parse_registry_name(name: str, setting: str) -> str:
     if name == DEFAULT_REGISTRY_DIR:
         return name
+    if name == "*":
+        raise SettingError(setting, f"'*' is not a registry: {DEFAULT_REGISTRY_DIR} mirrors every registry")
     match = _REGISTRY_NAME.match(name)
     if match is None or len(name) > 253:
         raise SettingError(setting, f"{name!r} is not a registry host name (host or host:port, or _default)")
@@ -98,26 +100,38 @@ def parse_registries(value: str, setting: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def parse_listen(value: str, setting: str) -> tuple[str, int]:
-    """HOST:PORT (IPv6 in brackets) -> (host, port); the host must be reachable on 127.0.0.1."""
+def parse_address(value: str, setting: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets; an empty host means every address) -> (host, port). Port 0: any."""
     host, sep, port_text = value.strip().rpartition(":")
     if not sep:
         raise SettingError(setting, f"{value!r} is not HOST:PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise SettingError(setting, f"{value!r} has no port in 1-65535")
-    if host not in _LOOPBACK_REACHABLE_HOSTS:
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise SettingError(setting, f"{value!r} has no port in 0-65535")
+    if host not in ("", "localhost"):
         try:
-            address = ipaddress.ip_address(host)
+            ipaddress.ip_address(host)
         except ValueError:
             raise SettingError(setting, f"{value!r}: {host!r} is not an IP address") from None
-        if not (address.version == 4 and address.is_loopback):
-            raise SettingError(
-                setting,
-                f"{value!r}: containerd reaches lokal at 127.0.0.1, so listen on 0.0.0.0, ::, or 127.0.0.1",
-            )
-    return host, int(port_text)
+    return host or "0.0.0.0", int(port_text)
+
+
+def parse_listen(value: str, setting: str) -> tuple[str, int]:
+    """lokal's own listener: an address containerd can reach at 127.0.0.1, on a fixed port."""
+    host, port = parse_address(value, setting)
+    if port == 0:
+        raise SettingError(setting, f"{value!r}: containerd needs a fixed port in 1-65535")
+    if host not in _LOOPBACK_REACHABLE_HOSTS and not _is_loopback_v4(host):
+        raise SettingError(
+            setting, f"{value!r}: containerd reaches lokal at 127.0.0.1: listen on 0.0.0.0, ::, or 127.0.0.1"
+        )
+    return host, port
+
+
+def _is_loopback_v4(host: str) -> bool:
+    address = ipaddress.ip_address(host)
+    return address.version == 4 and address.is_loopback
 
 
 def parse_bool(value: str, setting: str) -> bool:
@@ -148,9 +162,17 @@ def parse_upstream_url(url: str, setting: str) -> str:
     return url.rstrip("/")
 
 
-def parse_upstreams(entries: Iterable[str], registries: Iterable[str], setting: str) -> dict[str, str]:
-    """REGISTRY=URL entries -> {registry: url}; each registry must be one that is mirrored."""
-    mirrored = set(registries)
+def parse_upstream_entries(value: str, setting: str) -> tuple[tuple[str, str], ...]:
+    """Comma-separated REGISTRY=URL entries, each checked on its own; `check_upstreams` then checks
+    them against the mirrored registries."""
+    return tuple(parse_upstreams(value.split(","), None, setting).items())
+
+
+def parse_upstreams(
+    entries: Iterable[str], registries: Iterable[str] | None, setting: str
+) -> dict[str, str]:
+    """REGISTRY=URL entries -> {registry: url}; each registry must be one that is mirrored (if given)."""
+    mirrored = None if registries is None else set(registries)
     upstreams: dict[str, str] = {}
     for raw in entries:
         entry = raw.strip()
@@ -162,7 +184,7 @@ def parse_upstreams(entries: Iterable[str], registries: Iterable[str], setting: 
         registry = parse_registry_name(registry.strip(), setting)
         if registry == DEFAULT_REGISTRY_DIR:
             raise SettingError(setting, "_default has no upstream: containerd uses the pulled registry")
-        if registry not in mirrored:
+        if mirrored is not None and registry not in mirrored:
             raise SettingError(setting, f"{registry} is not one of the mirrored registries")
         upstreams[registry] = parse_upstream_url(url.strip(), setting)
     return upstreams

@@ -17,7 +17,7 @@ from sidecar.topology.admission import normalize_address
 
 
 def peer_endpoint(
-    service: Callable[[], IndexService], clock: Callable[[], float] = time.monotonic
+    index: IndexService, clock: Callable[[], float] = time.monotonic
 ) -> Callable[[Request, str], Awaitable[Response]]:
     async def handle(request: Request, path: str) -> Response:
         if path not in ("advertise", "lookup", "fetching"):
@@ -25,7 +25,6 @@ def peer_endpoint(
         if request.method != "POST":
             return _error(405, ErrorCode.UNSUPPORTED, "peer calls are POST")
         source = normalize_address(request.client[0]) or ""
-        index = service()
         try:
             if path == "advertise":
                 reply = index.handle_advertise(source, request.body, clock())

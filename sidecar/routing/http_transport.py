@@ -44,7 +44,7 @@ class LocalIndex:
 
     name: str
     address: str
-    service: Callable[[], IndexService]
+    service: IndexService
     clock: Callable[[], float] = time.monotonic
 
 
@@ -69,21 +69,21 @@ class HttpPeerTransport:
     async def advertise(self, peer: Peer, request: AdvertiseRequest) -> AdvertiseReply:
         local = self.local
         if local is not None and peer.name == local.name:
-            return local.service().advertise(local.address, request, local.clock())
+            return local.service.advertise(local.address, request, local.clock())
         body = await self._post(peer, ADVERTISE_PATH, encode_advertise(request), self.advertise_timeout)
         return _decoded(peer, decode_advertise_reply, body)
 
     async def lookup(self, peer: Peer, request: LookupRequest) -> LookupReply:
         local = self.local
         if local is not None and peer.name == local.name:
-            return local.service().lookup(local.address, request, local.clock())
+            return local.service.lookup(local.address, request, local.clock())
         body = await self._post(peer, LOOKUP_PATH, encode_lookup(request), self.lookup_timeout)
         return _decoded(peer, decode_lookup_reply, body)
 
     async def fetching(self, peer: Peer, request: FetchingRequest) -> FetchingReply:
         local = self.local
         if local is not None and peer.name == local.name:
-            return local.service().fetching(local.address, request, local.clock())
+            return local.service.fetching(local.address, request, local.clock())
         body = await self._post(peer, FETCHING_PATH, encode_fetching(request), self.lookup_timeout * 4)
         return _decoded(peer, decode_fetching_reply, body)
 

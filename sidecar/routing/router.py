@@ -3,12 +3,13 @@
 Rules:
 - The registry sees only `Router`: ready, lookup, advertise, withdraw. Providers come back as node names;
   ranking them (zone, region, policy) is the registry's job with the topology policy.
+- The composition root (`sidecar.serve`) drives the life cycle every `Router` has: `start`, `run`,
+  `reconcile` (make the advertised set equal the store's keys) and `membership_changed`.
 - `OneHopRouter` is one node's whole index: its holder store, claim table and service (the HTTP layer
   serves `router.service`), its advertiser, its lookup and its lease keeper (claims this node holds).
+  The settings come from one `RoutingSettings`.
 - `find(key, claim=scope)` records this node as fetching the key where nobody holds it (share while
   downloading); only a router with a `DownloadProbe` (it can tell whether its download is alive) claims.
-- The lead's wiring calls `start`, `run` and `membership_changed`; the settings come from one
-  `RoutingSettings`.
 """
 
 from __future__ import annotations
@@ -45,12 +46,36 @@ class Router(Protocol):
         """`lookup` with the details; with `claim` (a scope) also claim the key where nobody holds it."""
         ...
 
+    async def in_progress(self, key: str, scope: str) -> tuple[str, ...]:
+        """Nodes downloading `key` right now in `scope` (for `lokal where`; records nothing)."""
+        ...
+
     async def advertise(self, keys: Iterable[str]) -> None:
         """This node now holds `keys`."""
         ...
 
     async def withdraw(self, keys: Iterable[str]) -> None:
         """This node no longer holds `keys`."""
+        ...
+
+    async def start(self, keys: Iterable[str]) -> object:
+        """Advertise every local key once; `ready()` afterwards."""
+        ...
+
+    async def reconcile(self, keys: Iterable[str]) -> None:
+        """Make the advertised set equal `keys`: advertise what is new, withdraw what is gone."""
+        ...
+
+    async def run(self) -> None:
+        """Periodic upkeep (re-advertise, expiry) until cancelled."""
+        ...
+
+    async def membership_changed(self, membership: Membership) -> object:
+        """Adopt a new membership snapshot."""
+        ...
+
+    def holders(self) -> HolderStore | None:
+        """The entries other nodes advertised here (for status and metrics); None if none are kept."""
         ...
 
 
@@ -75,6 +100,13 @@ class RoutingSettings:
             raise ValueError("routing settings k, max_entries, max_batch_keys and claim_fan_out must be >= 1")
         if not self.claim_lease > 0:
             raise ValueError(f"routing setting claim_lease must be > 0, got {self.claim_lease}")
+
+
+def index_service(membership: Membership, settings: RoutingSettings) -> IndexService:
+    """The holder side of one node's index: what peers advertise to it and look up on it."""
+    ttl = settings.advertise_interval * settings.holder_ttl_intervals
+    claims = ClaimTable(settings.claim_lease, settings.claim_fan_out)
+    return IndexService(HolderStore(ttl, settings.max_entries), membership, claims)
 
 
 class RingSet:
@@ -108,6 +140,7 @@ class OneHopRouter:
         rings: RingSet | None = None,
         clock: Callable[[], float] = time.monotonic,
         probe: DownloadProbe | None = None,
+        service: IndexService | None = None,
     ) -> None:
         self.settings = settings or RoutingSettings()
         me = membership.me
@@ -116,9 +149,8 @@ class OneHopRouter:
         self.region = me.region
         self.clock = clock
         self.rings = rings or RingSet(membership, self.settings.k)
-        ttl = self.settings.advertise_interval * self.settings.holder_ttl_intervals
-        claims = ClaimTable(self.settings.claim_lease, self.settings.claim_fan_out)
-        self.service = IndexService(HolderStore(ttl, self.settings.max_entries), membership, claims)
+        # The service is made first when something else (the in-process LocalIndex) needs it too.
+        self.service = service or index_service(membership, self.settings)
         self.advertiser = Advertiser(
             transport, self.rings.ring(self.region), max_keys=self.settings.max_batch_keys
         )
@@ -148,6 +180,15 @@ class OneHopRouter:
         report = await self.advertiser.advertise_all()
         self._ready = True
         return report
+
+    async def reconcile(self, keys: Iterable[str]) -> None:
+        wanted = frozenset(keys)
+        held = frozenset(self.advertiser.keys)
+        await self.advertiser.removed(held - wanted)
+        await self.advertiser.added(wanted - held)
+
+    def holders(self) -> HolderStore:
+        return self.service.store
 
     async def run(self, sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
         """Re-advertise and sweep expired holder entries every interval, and keep this node's claims
@@ -219,6 +260,30 @@ class InMemoryRouter:
     async def find(self, key: str, other_regions: Sequence[str] = (), claim: str | None = None) -> Found:
         providers = await self.lookup(key, other_regions)
         return Found(providers, self.region if providers else None)
+
+    async def in_progress(self, key: str, scope: str) -> tuple[str, ...]:
+        return ()  # nobody claims downloads in the in-memory index
+
+    def advertised(self) -> frozenset[str]:
+        return frozenset(k for k, holders in self.index.holders.items() if self.node in holders)
+
+    async def start(self, keys: Iterable[str]) -> None:
+        await self.advertise(keys)
+
+    async def reconcile(self, keys: Iterable[str]) -> None:
+        wanted = frozenset(keys)
+        held = self.advertised()
+        await self.withdraw(held - wanted)
+        await self.advertise(wanted - held)
+
+    async def run(self) -> None:
+        await anyio.sleep_forever()
+
+    async def membership_changed(self, membership: Membership) -> None:
+        pass
+
+    def holders(self) -> None:
+        return None
 
     async def lookup(self, key: str, other_regions: Sequence[str] = ()) -> tuple[str, ...]:
         holders = self.index.holders.get(key, {})

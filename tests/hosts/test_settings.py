@@ -47,7 +47,7 @@ def test_registry_list_is_split_on_commas_trimmed_and_deduplicated_in_order() ->
     ("value", "expected"),
     [
         ("0.0.0.0:5050", ("0.0.0.0", 5050)),
-        (":5050", ("", 5050)),
+        (":5050", ("0.0.0.0", 5050)),  # an empty host: every address
         ("[::]:6000", ("::", 6000)),
         ("127.0.0.1:1", ("127.0.0.1", 1)),
     ],

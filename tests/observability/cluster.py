@@ -1,53 +1,28 @@
-"""Several instrumented lokal nodes in one process, each a real `serve.Node` with `observe()` wired as
-`lokal serve` wires it, on its own loopback address (127.0.0.2, .3, ...) and one shared port, so that
-peers are told apart by address as on a real network. The index is an `InMemoryIndex` (routing's seam).
-
-One seam is bent for the loopback lab: each node's `PeerClient` connects from the node's own address
-(`BoundPeerClient`), as a real node's kernel would. Without it every relay would come from 127.0.0.1 and
-the serving node could not tell which peer asked (a real network has no such problem).
+"""Several instrumented lokal nodes in one process, built as `lokal serve` builds them (`tests.nodes`:
+`serve.running_node` with in-memory parts), with what each node holds advertised in one shared
+`InMemoryIndex`. Each node connects to its peers from its own loopback address, as production does.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
-from sidecar.containerd import MemoryStore
-from sidecar.debug import observe
-from sidecar.http import HttpServer, ServerLimits
+from sidecar.containerd import MemoryStore, Store
 from sidecar.http.client import PeerClient
-from sidecar.membership import CrossRegion, Membership, Peer, TopologyMode
-from sidecar.oci import Digest, digest_of
-from sidecar.registry import RegistryHandler, RouteConfig
-from sidecar.registry.peerstats import PeerBook
-from sidecar.registry.relay import PeerRelay
+from sidecar.membership import Peer
+from sidecar.oci import digest_of
 from sidecar.routing.router import InMemoryIndex
 from sidecar.serve import Node
-from sidecar.topology.admission import admit_request
 from sidecar.topology.policy import TopologyPolicy
+from tests.nodes import NS, PREFER_ALWAYS, in_process_nodes
 
-NS = "registry.example"
-
-
-def free_port_on_all(addresses: list[str]) -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((addresses[0], 0))
-            port: int = probe.getsockname()[1]
-        try:
-            for address in addresses[1:]:
-                with socket.socket() as other:
-                    other.bind((address, port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no common free port")
+__all__ = ["NS", "Lab", "image", "lab"]
 
 
 @dataclass
@@ -99,56 +74,18 @@ async def lab(
     images: dict[str, dict[str, bytes]] | None = None,
 ) -> AsyncIterator[Lab]:
     """`holdings`: node -> blobs it holds (advertised in the index); `images`: node -> {name: manifest}."""
-    policy = policy or TopologyPolicy(TopologyMode.PREFER, CrossRegion.ALWAYS)
-    index = InMemoryIndex()
-    port = free_port_on_all([p.address or "" for p in peers])
-    nodes: dict[str, Node] = {}
-    async with AsyncExitStack() as stack:
-        tg = await stack.enter_async_context(anyio.create_task_group())
-        servers: list[HttpServer] = []
-        for peer in peers:
-            membership = Membership.of(peer.name, [
-                Peer(p.name, p.address, p.region, p.zone, p.ready, p.name == peer.name) for p in peers
-            ])
-            store = MemoryStore()
-            held: list[Digest] = [store.add_blob(blob) for blob in holdings.get(peer.name, [])]
-            for name, manifest in (images or {}).get(peer.name, {}).items():
-                await store.set_image(name, digest_of(manifest))
-            router = index.router(peer.name, peer.region)
-            await router.advertise([str(d) for d in held])
-            client = await stack.enter_async_context(PeerClient(local_host=peer.address or ""))
-            book = PeerBook()
-            relay = PeerRelay(router, _constant(membership), policy, client, port, book)
-            handler = RegistryHandler(store, RouteConfig(mirrored_registries=(NS,)), relay)
-            handler.admit = _admission(membership, policy)
-            server = HttpServer(handler, ServerLimits(header_timeout=5))
-            settings: dict[str, Any] = {
-                "node_name": peer.name, "discovery": "kubernetes", "topology_mode": policy.mode.value,
-                "cross_region": policy.cross_region.value, "mirrored_registries": (NS,),
-            }
-            node = Node(store, handler, server, policy, settings, membership=membership, book=book)
-            node.router = router  # type: ignore[assignment]  # the in-memory Router stands in
-            node.observability = observe(node)
-            await tg.start(server.serve, (peer.address, port))
-            servers.append(server)
-            nodes[peer.name] = node
-        try:
-            yield Lab(nodes, port, index)
-        finally:
-            for server in servers:
-                await server.shutdown()
-
-
-def _constant(membership: Membership) -> Callable[[], Membership]:
-    return lambda: membership
-
-
-def _admission(membership: Membership, policy: TopologyPolicy) -> Callable[[str], tuple[bool, str]]:
-    def admit(client: str) -> tuple[bool, str]:
-        verdict = admit_request(client, membership, policy)
-        return verdict.allowed, verdict.reason
-
-    return admit
+    stores: dict[str, Store] = {}
+    held: dict[str, list[str]] = {}
+    for peer in peers:
+        store = stores[peer.name] = MemoryStore()
+        held[peer.name] = [str(store.add_blob(blob)) for blob in holdings.get(peer.name, [])]
+        for name, manifest in (images or {}).get(peer.name, {}).items():
+            await store.set_image(name, digest_of(manifest))
+    async with in_process_nodes(peers, stores, policy or PREFER_ALWAYS) as (nodes, port, index):
+        for name, node in nodes.items():
+            assert node.router is not None
+            await node.router.advertise(held[name])  # held loose, as if pulled and not yet indexed
+        yield Lab(nodes, port, index)
 
 
 def image(config: bytes, layers: list[bytes]) -> bytes:

@@ -3,7 +3,6 @@ lokal exports, the issue's panels are there, and the overlay renders onto an ins
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -13,19 +12,19 @@ from pathlib import Path
 import pytest
 
 from sidecar.containerd import MemoryStore
-from sidecar.serve import build_node
-from sidecar.settings import resolve
+from sidecar.serve import running_node
+from sidecar.settings import Discovery, ServeSettings
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "manifests" / "monitoring" / "grafana-dashboard.json"
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
 
-def exported_names() -> set[str]:
+async def exported_names() -> set[str]:
     """Every series name a real node's registry can expose (families and their sample suffixes)."""
-    settings = resolve(argparse.Namespace(), env={"LOKAL_DISCOVERY": "none", "LOKAL_LISTEN": "127.0.0.1:0"})
-    node = build_node(settings, MemoryStore())
-    assert node.observability is not None
+    settings = ServeSettings(discovery=Discovery.NONE)
+    async with running_node(settings, store=MemoryStore(), listen=("127.0.0.1", 0)) as node:
+        pass
     names: set[str] = set()
     for family in node.observability.metrics.registry.collect():
         names |= {family.name + suffix for suffix in SUFFIXES.get(family.type, ("",))}
@@ -38,8 +37,9 @@ def queries() -> list[tuple[str, str]]:
     return [(panel["title"], target["expr"]) for panel in document["panels"] for target in panel["targets"]]
 
 
-def test_every_dashboard_query_names_only_metrics_lokal_exports() -> None:
-    exported = exported_names()
+@pytest.mark.anyio
+async def test_every_dashboard_query_names_only_metrics_lokal_exports() -> None:
+    exported = await exported_names()
     assert all(name.startswith("lokal_") for name in exported)
     for title, expr in queries():
         named = set(re.findall(r"\blokal_[a-z_]+\b", expr))

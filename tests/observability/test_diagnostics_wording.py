@@ -4,34 +4,49 @@ the text log format."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-from pathlib import Path
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
+import anyio
 import pytest
+from anyio.abc import TaskStatus
 
+from sidecar.cluster.feed import MembershipFeed
 from sidecar.containerd import MemoryStore
 from sidecar.debug.render import format_where
 from sidecar.debug.where import where_report
 from sidecar.http.messages import Request
 from sidecar.logs import TextFormatter, log_event
-from sidecar.membership import CrossRegion, Membership, Peer, TopologyMode
+from sidecar.membership import CrossRegion, Membership, MembershipChange, Peer, TopologyMode
 from sidecar.registry.providers import choose_providers
 from sidecar.registry.pulls import Miss, PullRecord
-from sidecar.serve import Node, build_node
-from sidecar.settings import resolve
+from sidecar.serve import Node, running_node
+from sidecar.settings import Discovery, ServeSettings
 from sidecar.topology.policy import TopologyPolicy
 
 REGISTRY = "registry.lokal.test"
 
 
-def node_with(store: MemoryStore, **env: str) -> Node:
-    settings = resolve(argparse.Namespace(), env={
-        "LOKAL_DISCOVERY": "none", "LOKAL_LISTEN": "127.0.0.1:0", "LOKAL_MIRRORED_REGISTRIES": REGISTRY,
-        **env,
-    })
-    return build_node(settings, store)
+def node_with(
+    store: MemoryStore, membership: MembershipFeed | None = None, discovery: Discovery = Discovery.NONE
+) -> AbstractAsyncContextManager[Node]:
+    settings = ServeSettings(discovery=discovery, mirrored_registries=(REGISTRY,), node_name="n1")
+    return running_node(settings, store=store, membership=membership, listen=("127.0.0.1", 0))
+
+
+class NoAnswerYet:
+    """A membership feed whose first Node list never arrives (the API server is unreachable)."""
+
+    current = None
+
+    async def run(self, *, task_status: TaskStatus[Membership] = anyio.TASK_STATUS_IGNORED) -> None:
+        await anyio.sleep_forever()
+
+    async def subscribe(self) -> AsyncIterator[tuple[Membership, MembershipChange]]:
+        await anyio.sleep_forever()
+        yield  # type: ignore[misc]
 
 
 def blob_request(digest: str) -> Request:
@@ -40,13 +55,12 @@ def blob_request(digest: str) -> Request:
 
 
 @pytest.mark.anyio
-async def test_a_miss_before_the_first_node_list_says_peers_are_not_known_yet(tmp_path: Path) -> None:
+async def test_a_miss_before_the_first_node_list_says_peers_are_not_known_yet() -> None:
     # Discovery is kubernetes, but the API has not answered (the node serves before its first list).
-    node = node_with(MemoryStore(), LOKAL_DISCOVERY="kubernetes", LOKAL_NODE_NAME="n1",
-                     LOKAL_KUBECONFIG=str(tmp_path / "kubeconfig"))
-    records: list[PullRecord] = []
-    node.handler.pull_observer = records.append
-    response = await node.handler(blob_request("sha256:" + "1" * 64))
+    async with node_with(MemoryStore(), NoAnswerYet(), Discovery.KUBERNETES) as node:
+        records: list[PullRecord] = []
+        node.handler.pull_observer = records.append
+        response = await node.handler(blob_request("sha256:" + "1" * 64))
     assert response.status == 404
     (record,) = records
     assert record.miss is Miss.NO_MEMBERSHIP
@@ -58,10 +72,10 @@ async def test_a_miss_before_the_first_node_list_says_peers_are_not_known_yet(tm
 async def test_where_on_a_bare_digest_invents_no_repository_and_names_the_node() -> None:
     store = MemoryStore()
     digest = store.add_blob(b"x" * 100)
-    node = node_with(store)  # --discovery none: the membership holds no Peer for this node
-    doc = await where_report(node, str(digest))
+    async with node_with(store) as node:  # --discovery none: the membership holds no Peer for this node
+        doc = await where_report(node, str(digest))
     assert doc["registry"] is None and doc["repository"] is None
-    assert doc["node"] == "local"
+    assert doc["node"] == "n1"
     text = format_where(doc)
     assert text.splitlines()[0] == str(digest)
     assert "None" not in text and "lokal/where" not in text and "docker.io" not in text

@@ -20,13 +20,13 @@ pytestmark = pytest.mark.anyio
 
 
 def relay_limit_of_zero(a: Node, b: Node) -> None:
-    relay = a.handler.relay
+    relay = a.relay
     assert isinstance(relay, PeerRelay)
     relay.relays = Gate("relays", 0, a.limits)
 
 
 def b_already_serves_its_cap(a: Node, b: Node) -> None:
-    relay = a.handler.relay
+    relay = a.relay
     assert isinstance(relay, PeerRelay)
     relay.relays = Gate("relays", 64, a.limits)  # as `lokal serve` wires it
     relay.max_per_peer = 1

@@ -3,10 +3,10 @@ build info, and a hit ratio that counts each body once (HEADs and Range continua
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import os
 import platform
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 import pytest
@@ -14,17 +14,15 @@ import pytest
 from sidecar.containerd import MemoryStore
 from sidecar.metrics.definitions import lokal_version
 from sidecar.registry.ranges import continues_a_body
-from sidecar.serve import Node, build_node
-from sidecar.settings import resolve
+from sidecar.serve import Node, running_node
+from sidecar.settings import Discovery, ServeSettings
 
 REGISTRY = "registry.lokal.test"
 
 
-def node_with(store: MemoryStore) -> Node:
-    settings = resolve(argparse.Namespace(), env={
-        "LOKAL_DISCOVERY": "none", "LOKAL_LISTEN": "127.0.0.1:0", "LOKAL_MIRRORED_REGISTRIES": REGISTRY,
-    })
-    return build_node(settings, store)
+def node_with(store: MemoryStore) -> AbstractAsyncContextManager[Node]:
+    settings = ServeSettings(discovery=Discovery.NONE, mirrored_registries=(REGISTRY,))
+    return running_node(settings, store=store, listen=("127.0.0.1", 0))
 
 
 def sample(node: Node, metric: str, **labels: str) -> float:
@@ -44,8 +42,10 @@ def ask(port: int, method: str, path: str, headers: dict[str, str]) -> int:
         connection.close()
 
 
-def test_the_process_collector_and_the_build_info_are_exported() -> None:
-    node = node_with(MemoryStore())
+@pytest.mark.anyio
+async def test_the_process_collector_and_the_build_info_are_exported() -> None:
+    async with node_with(MemoryStore()) as node:
+        pass
     assert sample(node, "lokal_process_resident_memory_bytes") > 0
     assert sample(node, "lokal_process_open_fds") > 0
     assert sample(node, "lokal_process_cpu_seconds_total") > 0
@@ -70,17 +70,15 @@ async def test_head_requests_and_range_continuations_stay_out_of_the_hit_ratio()
     store = MemoryStore()
     blob = store.add_blob(os.urandom(4096))
     absent = "sha256:" + "0" * 64
-    node = node_with(store)
     path = f"/v2/app/blobs/{{}}?ns={REGISTRY}"
-    async with anyio.create_task_group() as tg:
-        _, port = await tg.start(node.server.serve, ("127.0.0.1", 0))
+    async with node_with(store) as node:
+        assert node.server.address is not None
+        port = node.server.address[1]
         asked = [
             ("HEAD", blob, {}), ("GET", blob, {}), ("GET", blob, {"Range": "bytes=1000-"}),
             ("GET", blob, {"Range": "bytes=2000-"}), ("HEAD", absent, {}), ("GET", absent, {}),
         ]
         statuses = [await anyio.to_thread.run_sync(ask, port, m, path.format(d), h) for m, d, h in asked]
-        await node.server.shutdown()
-        tg.cancel_scope.cancel()
     assert statuses == [200, 200, 206, 206, 404, 404]
     # One body served, one missed: a hit ratio of 1/2, not 4/6.
     assert sample(node, "lokal_requests_total", kind="blob", result="local", tier="same_node") == 1

@@ -3,13 +3,10 @@ label bound; and the two /metrics doors (main listener, --metrics-listen) and th
 
 from __future__ import annotations
 
-import argparse
-
-import anyio
 import pytest
 
 from sidecar.containerd import MemoryStore
-from sidecar.debug import parse_target, start_observability
+from sidecar.debug import parse_target
 from sidecar.debug.warnings import settings_warnings
 from sidecar.debug.where import BadTarget
 from sidecar.http.client import PeerClient
@@ -20,8 +17,8 @@ from sidecar.metrics.pulls import classify
 from sidecar.registry.providers import choose_providers
 from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.routes import OperatorCall
-from sidecar.serve import build_node
-from sidecar.settings import resolve
+from sidecar.serve import running_node
+from sidecar.settings import Discovery, ServeSettings, read
 from sidecar.topology.policy import PeerStats, TopologyPolicy
 
 
@@ -113,23 +110,23 @@ def test_a_bad_where_target_is_a_clear_error(text: str) -> None:
 
 
 def test_settings_warnings_name_the_settings_involved() -> None:
-    warnings = settings_warnings(
-        {"topology_mode": "isolate", "cross_region": "always", "resolve_latest": True}
-    )
+    env = {"LOKAL_TOPOLOGY_MODE": "isolate", "LOKAL_CROSS_REGION": "always", "LOKAL_RESOLVE_LATEST": "true"}
+    warnings = settings_warnings(read(ServeSettings, env=env))
     assert any("--cross-region always" in w for w in warnings)
     assert any("--resolve-latest" in w for w in warnings)
-    assert settings_warnings({"topology_mode": "prefer", "cross_region": "never"}) == []
+    assert settings_warnings(ServeSettings(cross_region=CrossRegion.NEVER)) == []
 
 
 @pytest.mark.anyio
 async def test_metrics_are_served_on_the_main_listener_and_on_metrics_listen() -> None:
-    env = {"LOKAL_DISCOVERY": "none", "LOKAL_LISTEN": "127.0.0.1:0", "LOKAL_METRICS_LISTEN": "127.0.0.1:0"}
-    node = build_node(resolve(argparse.Namespace(), env=env), MemoryStore())
-    assert node.observability is not None
-    async with anyio.create_task_group() as tg, PeerClient() as client:
-        _, port = await tg.start(node.server.serve, ("127.0.0.1", 0))
-        await start_observability(node, node.observability, tg)
-        assert node.observability.metrics_server is not None
+    env = {"LOKAL_DISCOVERY": "none", "LOKAL_METRICS_LISTEN": "127.0.0.1:0"}
+    settings = read(ServeSettings, env=env)
+    async with (
+        running_node(settings, store=MemoryStore(), listen=("127.0.0.1", 0)) as node,
+        PeerClient() as client,
+    ):
+        assert node.server.address is not None and node.observability.metrics_server is not None
+        port = node.server.address[1]
         address = node.observability.metrics_server.address
         assert address is not None
         for target_port in (port, address[1]):
@@ -141,16 +138,13 @@ async def test_metrics_are_served_on_the_main_listener_and_on_metrics_listen() -
         async with response:
             await response.read(1 << 16)
         assert response.status == 404  # the metrics listener serves nothing else
-        await node.observability.metrics_server.shutdown()
-        await node.server.shutdown()
 
 
 @pytest.mark.anyio
 async def test_the_debug_pages_answer_loopback_clients_only() -> None:
-    env = {"LOKAL_DISCOVERY": "none", "LOKAL_LISTEN": "127.0.0.1:0"}
-    node = build_node(resolve(argparse.Namespace(), env=env), MemoryStore())
-    assert node.observability is not None
-    endpoint = node.observability.endpoint
+    settings = ServeSettings(discovery=Discovery.NONE)
+    async with running_node(settings, store=MemoryStore(), listen=("127.0.0.1", 0)) as node:
+        endpoint = node.observability.endpoint
 
     def request(client: str) -> Request:
         return Request("GET", "/_lokal/debug/status", "/_lokal/debug/status", "", [], "1.1", (client, 1))
@@ -160,24 +154,24 @@ async def test_the_debug_pages_answer_loopback_clients_only() -> None:
     assert (await endpoint(request("10.0.0.7"), OperatorCall("metrics"))).status == 200  # admit decides
 
 
-def test_lokal_status_warns_about_a_node_without_a_region_label_with_the_configured_key() -> None:
+@pytest.mark.anyio
+async def test_lokal_status_warns_about_a_node_without_a_region_label_with_the_configured_key() -> None:
+    from sidecar.cluster.feed import FixedMembership
     from sidecar.debug.status import all_warnings
-    from sidecar.membership import Membership, Peer
 
-    env = {
-        "LOKAL_DISCOVERY": "none", "LOKAL_TOPOLOGY_MODE": "isolate", "LOKAL_REGION_LABEL": "example.com/site"
-    }
-    node = build_node(resolve(argparse.Namespace(), env=env), MemoryStore())
-    node.membership = Membership.of("n1", [Peer("n1", "10.0.0.1", is_self=True)])
-    (warning,) = [w for w in all_warnings(node) if "region label" in w]
-    assert "example.com/site" in warning and "region of its own" in warning
-    node.membership = Membership.of("n1", [Peer("n1", "10.0.0.1", region="s1", is_self=True)])
-    assert not [w for w in all_warnings(node) if "region label" in w]
+    env = {"LOKAL_TOPOLOGY_MODE": "isolate", "LOKAL_REGION_LABEL": "example.com/site"}
+    feed = FixedMembership(Membership.of("n1", [Peer("n1", "10.0.0.1", is_self=True)]))
+    settings = read(ServeSettings, env=env)
+    async with running_node(settings, store=MemoryStore(), membership=feed, listen=("127.0.0.1", 0)) as node:
+        (warning,) = [w for w in all_warnings(node) if "region label" in w]
+        assert "example.com/site" in warning and "region of its own" in warning
+        feed.set(Membership.of("n1", [Peer("n1", "10.0.0.1", region="s1", is_self=True)]))
+        assert not [w for w in all_warnings(node) if "region label" in w]
 
 
-@pytest.mark.parametrize("key", ["", "Example.com/site", "a/b/c", "-site", "x" * 64])
+@pytest.mark.parametrize("key", ["Example.com/site", "a/b/c", "-site", "x" * 64])
 def test_a_bad_label_key_setting_is_refused_naming_the_setting(key: str) -> None:
     from sidecar.hosts.settings import SettingError
 
     with pytest.raises(SettingError, match=r"^LOKAL_ZONE_LABEL: "):
-        resolve(argparse.Namespace(), env={"LOKAL_ZONE_LABEL": key})
+        read(ServeSettings, env={"LOKAL_ZONE_LABEL": key})

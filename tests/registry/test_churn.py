@@ -19,7 +19,7 @@ from sidecar.oci import digest_of
 from sidecar.routing.http_endpoint import peer_endpoint
 from sidecar.routing.http_transport import HttpPeerTransport, LocalIndex
 from sidecar.routing.placement import home_nodes
-from sidecar.routing.router import OneHopRouter, RoutingSettings
+from sidecar.routing.router import OneHopRouter, RoutingSettings, index_service
 from tests.registry.peers import free_port_on_all
 
 pytestmark = pytest.mark.anyio
@@ -70,13 +70,11 @@ async def start_node(
 ) -> IndexNode:
     address = ADDRESSES[name]
     client = await stack.enter_async_context(PeerClient(local_host=address))
-    routers: list[OneHopRouter] = []
-    transport = HttpPeerTransport(
-        client, port, lookup_timeout=0.5, local=LocalIndex(name, address, lambda: routers[0].service)
-    )
-    router = OneHopRouter(membership(name, names), transport, SETTINGS)
-    routers.append(router)
-    endpoint = peer_endpoint(lambda: router.service)
+    first = membership(name, names)
+    service = index_service(first, SETTINGS)
+    transport = HttpPeerTransport(client, port, lookup_timeout=0.5, local=LocalIndex(name, address, service))
+    router = OneHopRouter(first, transport, SETTINGS, service=service)
+    endpoint = peer_endpoint(service)
 
     async def handle(request: Request) -> Response:
         return await endpoint(request, request.path.removeprefix("/_lokal/v1/"))

@@ -63,8 +63,8 @@ async def test_a_same_zone_holder_is_preferred_to_an_other_zone_holder() -> None
     async with cluster([A, B, C, D], stores) as (nodes, port):
         status, headers, body = await get(A.address or "", port)
     assert status == 200 and body == LAYER
-    assert nodes["a"].handler.relay.book.snapshot()["b"].throughput_bps  # type: ignore[attr-defined]
-    assert "c" not in nodes["a"].handler.relay.book.snapshot()  # type: ignore[attr-defined]
+    assert nodes["a"].book.snapshot()["b"].throughput_bps  # type: ignore[attr-defined]
+    assert "c" not in nodes["a"].book.snapshot()  # type: ignore[attr-defined]
     assert headers["docker-content-digest"] == str(LAYER_DIGEST)
 
 

@@ -55,7 +55,7 @@ async def test_hostile_advertisements_cost_at_most_the_worst_case_per_entry_and_
     me = Peer("me", "127.0.0.2", "r1", "z1")
     service = IndexService(HolderStore(ttl=3600, max_entries=BOUND), Membership.of("me", [me, hostile]))
     handler = RegistryHandler(MemoryStore(), RouteConfig(mirrored_registries=None), Relay())
-    handler.peer_handler = peer_endpoint(lambda: service)
+    handler.peer_handler = peer_endpoint(service)
     server = HttpServer(handler, ServerLimits(header_timeout=5))
     assert len(longest_tag_keys(0, 1)[0]) >= MAX_KEY_LENGTH - 20
     async with PeerClient() as client, anyio.create_task_group() as tg:
