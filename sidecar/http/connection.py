@@ -8,7 +8,8 @@ h11's buffer and are handed to the next cycle's parser.
 
 Rules:
 - Time limits: the head must be complete `header_timeout` after its first byte (or after accept); a
-  keep-alive connection idle for `idle_timeout` is closed (by the server's idle sweep, which calls
+  connection counts as idle until its request's first byte (a new one too), and one idle for
+  `idle_timeout` is closed (by the server's idle sweep, which calls
   `close_if_idle`); a reader that takes nothing for `write_timeout` is cut off. A timed-out head gets
   no answer (never 408: containerd would retry us).
 - Anything that breaks a response half-way (a stream raising, sendfile failing, a short file) closes the
@@ -104,7 +105,9 @@ class HttpConnection:
         max_head = self._limits.max_header_bytes
         # The first head is due `header_timeout` after accept; later ones after their first byte.
         deadline: float | None = anyio.current_time() + self._limits.header_timeout
-        started = True  # bytes of the next request are here (or it is the first one)
+        # Until its first byte a connection is idle, the first one too: Go's client (containerd) dials
+        # spare connections it may never use, and shutdown must close those at once, not drain them.
+        started = False  # bytes of the next request are here
         leftover, peer_closed = b"", False
         while True:
             # A fresh parser per request: it costs less than walking h11's server side through a
@@ -146,7 +149,7 @@ class HttpConnection:
                 raise _Close from exc
             if event is h11.NEED_DATA:
                 if not started:
-                    data = await self._recv_idle()
+                    data = await self._recv_idle(deadline)
                     if not data:
                         return None
                     started = True
@@ -165,10 +168,11 @@ class HttpConnection:
                 return event
             return None  # ConnectionClosed
 
-    async def _recv_idle(self) -> bytes:
+    async def _recv_idle(self, deadline: float | None = None) -> bytes:
         """Bytes of a new request on a keep-alive connection; b"" on idle timeout, EOF or shutdown.
 
-        The idle timeout and shutdown come from the server (`close_if_idle`), not from a scope here.
+        The idle timeout and shutdown come from the server (`close_if_idle`), not from a scope here;
+        `deadline` bounds the wait for a new connection's first request (the header timeout).
         """
         if self._is_draining():
             return b""
@@ -183,13 +187,20 @@ class HttpConnection:
             return data
         self._idle_since = time.monotonic()  # only the server's idle sweep reads it (same clock)
         try:
-            await self._waiter.readable(sock)
+            if deadline is None:
+                await self._waiter.readable(sock)
+            else:
+                with anyio.move_on_at(deadline) as scope:
+                    await self._waiter.readable(sock)
+                if scope.cancelled_caught:
+                    log_event(self._logger, "http_header_timeout", logging.DEBUG, client=self._client[0])
+                    return b""
         finally:
             self._idle_since = None
         try:
             return sock.recv(sockio.RECV_SIZE)
         except BlockingIOError:
-            return await self._recv_idle()
+            return await self._recv_idle(deadline)
 
     async def _answer(self, conn: h11.Connection, event: h11.Request) -> bool:
         """Read the body, run the handler and send its response. False: close the connection."""

@@ -46,3 +46,16 @@ def test_shutdown_cuts_answers_that_outlast_the_drain_time(handler: SampleHandle
         assert handler.started.wait(5)
         running.shutdown()  # returns after the bounded drain, not after 60 s
         assert sock.recv(100) == b""
+
+
+def test_a_connection_that_never_sent_a_request_does_not_hold_up_shutdown(handler: SampleHandler) -> None:
+    # Go's HTTP client (containerd) dials spare connections it may never use: such a connection is idle,
+    # not in flight, so shutdown closes it at once instead of waiting out the drain time (or the first
+    # head's timeout). Before the fix SIGTERM took 10 s here and the pod was killed.
+    limits = ServerLimits(drain_timeout=30.0, header_timeout=30.0)
+    with run_server(handler, limits) as running, running.connect() as unused:
+        stopper = threading.Thread(target=running.shutdown)
+        stopper.start()
+        stopper.join(5)
+        assert not stopper.is_alive()
+        assert unused.recv(100) == b""
