@@ -21,6 +21,9 @@ Rules:
   (the provider died, its download stalled or was abandoned), the body is cut and the digest is remembered
   for `FALLBACK_WINDOW` seconds: containerd's retry (with Range) gets a 404 and resumes upstream. A claim
   never makes a pull fail; every wait on it is bounded.
+- containerd 2.1's chunked fetch of one blob (`bytes=0-`, then open-ended ranges, each hung up after its
+  chunk) shares one provider stream of the whole blob (`shared_fetch`): the bytes between the nodes are
+  the blob once, and the chunk that completes it waits for the whole blob's digest.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -49,7 +52,9 @@ from sidecar.registry.handler import LOCAL_ONLY_HEADER, Relay
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.providers import choose_providers
 from sidecar.registry.pulls import Miss, PullRecord
+from sidecar.registry.ranges import ByteRange, Unsatisfiable, parse_range
 from sidecar.registry.routes import BlobRequest, ManifestRequest
+from sidecar.registry.shared_fetch import SharedFetch, SharedFetches
 from sidecar.routing.claims import CLUSTER
 from sidecar.routing.lookup import Found
 from sidecar.routing.router import Router
@@ -89,6 +94,7 @@ class PeerRelay(Relay):
     claims: bool = False  # share while downloading: claim blobs nobody holds (needs a lease keeper)
     fell_back: dict[str, float] = field(default_factory=dict)  # digest -> when following it failed
     counts: dict[str, int] = field(default_factory=dict)  # claims, follows, fallbacks (for the metrics)
+    shared: SharedFetches = field(default_factory=SharedFetches)  # 2.1's chunked fetches, one per blob
 
     def claim_scope(self, membership: Membership) -> str | None:
         """Where this node's claims live: its region, or the cluster when it may follow other regions."""
@@ -143,14 +149,19 @@ class PeerRelay(Relay):
             record.missed(Miss.FOLLOW_FAILED, "following its download failed a moment ago: go upstream")
             record.extra["claim"] = "fallback"
             return None
+        if is_blob and byte_range is not None:
+            joined = await self._join_shared(digest, byte_range, record)
+            if joined is not None:
+                return joined
         ranked = await self._providers(digest, record, plan.registry, claim=is_blob)
         if not ranked:
             return None
         following = record.extra.get("claim") == "follower"
+        share = is_blob and not following and _opens_a_chunked_fetch(byte_range) and self.shared.room()
         path = f"/v2/{plan.repository}/{'blobs' if is_blob else 'manifests'}/{digest}"
         target = f"{path}?ns={plan.registry}"
         waited = time.monotonic()
-        opened = await self._open(ranked, target, byte_range, record, growing=following)
+        opened = await self._open(ranked, target, None if share else byte_range, record, growing=following)
         if opened is None:
             if record.attempts and record.providers_busy == record.attempts:
                 record.missed(Miss.UPLOAD_LIMIT, f"all {record.attempts} providers are serving their maximum")
@@ -166,6 +177,8 @@ class PeerRelay(Relay):
         record.provided_by(provider.peer, provider.tier)
         if isinstance(plan, ManifestRequest):
             return await self._manifest(provider, response, digest, record)
+        if share:
+            return self._share(ranked, provider, response, target, digest, record)
         return self._blob(ranked, provider, response, target, digest, record, following)
 
     # -- choosing providers ------------------------------------------------------------------------
@@ -347,6 +360,71 @@ class PeerRelay(Relay):
         return Response(status, headers, StreamBody(body.chunks(), length, body.aclose))
 
 
+    # -- containerd 2.1's chunked fetches: one stream per blob (shared_fetch) ---------------------------
+
+    def _share(
+        self,
+        ranked: list[RankedProvider],
+        provider: RankedProvider,
+        response: StreamedResponse,
+        target: str,
+        digest: Digest,
+        record: PullRecord,
+    ) -> Response | None:
+        """Open the shared fetch of a whole blob (verified as a whole relay is), and serve `bytes=0-`."""
+        size, _, length, _ = _extent(response)
+        if size is None or length != size:
+            record.missed(Miss.PROVIDERS_FAILED, f"{provider.peer.name} sent no usable length")
+            return None
+        body = _RelayBody(self, ranked, provider, response, target, digest, 0, size, size, record)
+        chunks = body.chunks()
+
+        async def close() -> None:
+            await chunks.aclose()
+            await body.aclose()
+
+        fetch = SharedFetch(str(digest), size, provider, chunks, close)
+        self.shared.add(fetch)
+        return _shared_response(fetch, ByteRange(0, size - 1) if size else None, record)
+
+    async def _join_shared(self, digest: Digest, byte_range: str, record: PullRecord) -> Response | None:
+        """Serve a range from the open shared fetch of `digest`, if its bytes are still to be had."""
+        await self.shared.sweep()
+        fetch = self.shared.fetches.get(str(digest))
+        if fetch is None:
+            return None
+        try:
+            wanted = parse_range(byte_range, fetch.size)
+        except Unsatisfiable:
+            return None  # the lone relay path answers it as the provider does
+        if not fetch.can_serve(wanted.start if wanted else 0):
+            return None
+        return _shared_response(fetch, wanted, record)
+
+
+def _opens_a_chunked_fetch(byte_range: str | None) -> bool:
+    """containerd 2.1 begins a chunked fetch with `bytes=0-` (1.x sends no Range at first)."""
+    return byte_range is not None and byte_range.replace(" ", "") == "bytes=0-"
+
+
+def _shared_response(fetch: SharedFetch, wanted: ByteRange | None, record: PullRecord) -> Response:
+    start, length = (wanted.start, wanted.length) if wanted else (0, fetch.size)
+    record.result, record.source = "peer", "relay"
+    record.provided_by(fetch.provider.peer, fetch.provider.tier)
+    record.extra["shared_fetch"] = True
+    record.bytes = length
+    headers = [
+        ("Content-Type", "application/octet-stream"),
+        ("Docker-Content-Digest", fetch.digest),
+        ("Accept-Ranges", "bytes"),
+        ("Content-Length", str(length)),
+    ]
+    if wanted is None:
+        return Response(200, headers, StreamBody(fetch.read(0, length), length))
+    headers.append(("Content-Range", wanted.content_range(fetch.size)))
+    return Response(206, headers, StreamBody(fetch.read(start, length), length))
+
+
 def _extent(response: StreamedResponse) -> tuple[int | None, int, int | None, str | None]:
     """(whole size, first byte, body length, Content-Range to pass on) from a provider's answer."""
     length_text = response.header("content-length")
@@ -385,7 +463,7 @@ class _RelayBody:
         self.start, self.length, self.size = start, length, size
         self.verify = start == 0 and length == size
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes]:
         hasher = self.digest.hasher() if self.verify else None
         received = 0
         held = b""
