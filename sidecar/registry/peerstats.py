@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from sidecar.registry.suspicion import MixedMismatches
 from sidecar.topology.policy import PeerStats
 
 EWMA = 0.3
@@ -24,6 +25,10 @@ class PeerBook:
     _headers_s: float | None = None
     marked_bad: int = 0
     marked_suspect: int = 0
+    mixed: MixedMismatches = field(init=False)  # suspicions, per digest
+
+    def __post_init__(self) -> None:
+        self.mixed = MixedMismatches(self.clock)
 
     def snapshot(self) -> Mapping[str, PeerStats]:
         names = set(self._throughput) | set(self._in_flight) | set(self._failed_at)
@@ -60,8 +65,8 @@ class PeerBook:
 
     def suspect(self, name: str) -> None:
         """`name` sent part of a body that failed its digest, and so did another peer: nobody is shown to
-        be the liar, so none is quarantined. It ranks as recently failed; a suspect that then sends a
-        whole body failing its digest is quarantined like anyone else."""
+        be the liar, so none is quarantined. It ranks as recently failed; `mixed` says how the next try
+        finds out who it was."""
         self.failed(name)
         self.marked_suspect += 1
         self._suspect_until[name] = self.clock() + BAD_PEER_QUARANTINE_S

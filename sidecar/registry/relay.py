@@ -50,7 +50,7 @@ from sidecar.registry.crossing import CrossingGate, relay_chunks
 from sidecar.registry.growing import GROWING_HEADER
 from sidecar.registry.handler import LOCAL_ONLY_HEADER, Relay
 from sidecar.registry.peerstats import PeerBook
-from sidecar.registry.providers import choose_providers
+from sidecar.registry.providers import MAX_PROVIDERS_TRIED, ProviderChoice, choose_providers
 from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.ranges import ByteRange, Unsatisfiable, parse_range
 from sidecar.registry.routes import BlobRequest, ManifestRequest
@@ -224,9 +224,10 @@ class PeerRelay(Relay):
             self.relays.reporter.hit("relays_per_peer", capacity=self.max_per_peer, peers=choice.busy)
         if choice.miss is not None:
             record.missed(choice.miss, choice.reason)
+        to_try = _tail_sender_first(choice, self.book.mixed.first_to_ask(str(digest)))
         if self.crossing is not None:
-            return self.crossing.filter(choice.to_try, registry, digest, record)
-        return list(choice.to_try)
+            return self.crossing.filter(to_try, registry, digest, record)
+        return list(to_try)
 
     async def _open(
         self,
@@ -425,6 +426,15 @@ def _shared_response(fetch: SharedFetch, wanted: ByteRange | None, record: PullR
     return Response(206, headers, StreamBody(fetch.read(start, length), length))
 
 
+def _tail_sender_first(choice: ProviderChoice, first: str | None) -> tuple[RankedProvider, ...]:
+    """The providers to try; after a mixed body failed its digest, its tail sender first (it can send
+    the whole blob, which shows who lied: sidecar/registry/suspicion.py)."""
+    if first is None:
+        return choice.to_try
+    ordered = sorted(choice.ranked, key=lambda provider: provider.peer.name != first)
+    return tuple(ordered[:MAX_PROVIDERS_TRIED])
+
+
 def _extent(response: StreamedResponse) -> tuple[int | None, int, int | None, str | None]:
     """(whole size, first byte, body length, Content-Range to pass on) from a provider's answer."""
     length_text = response.header("content-length")
@@ -508,30 +518,47 @@ class _RelayBody:
                     raise RelayFailed(f"no provider left to resume {self.digest.short}") from exc
             finally:
                 book.ended(name)
-        if hasher is not None and hasher.hexdigest() != self.digest.hex:
-            self.record.extra["digest_mismatch"] = True
-            self._blame([name for name, count in sent_by.items() if count])
-            if self.relay.on_mismatch is not None:
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    aborted = await self.relay.on_mismatch(self.digest)
-                    log_event(log, "ingest_aborted", level=30, digest=self.digest.short, ingests=aborted,
-                              why="containerd would resume on top of the corrupt prefix")
-            raise DigestMismatch(f"{self.digest.short} from {', '.join(sent_by)} does not match")
+        if hasher is not None:
+            await self._check(hasher.hexdigest(), [name for name, count in sent_by.items() if count])
         if held:
             yield held
+
+    async def _check(self, hexdigest: str, contributors: list[str]) -> None:
+        """The whole blob is in: the last chunk goes out only if it matches its digest."""
+        if hexdigest == self.digest.hex:
+            if len(contributors) == 1:
+                self._cleared(contributors[0])
+            return
+        self.record.extra["digest_mismatch"] = True
+        self._blame(contributors)
+        if self.relay.on_mismatch is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                aborted = await self.relay.on_mismatch(self.digest)
+                log_event(log, "ingest_aborted", level=30, digest=self.digest.short, ingests=aborted,
+                          why="containerd would resume on top of the corrupt prefix")
+        raise DigestMismatch(f"{self.digest.short} from {', '.join(contributors)} does not match")
 
     def _blame(self, contributors: list[str]) -> None:
         """A whole blob failed its digest. Its only sender lied; among several, none is proven to."""
         book = self.relay.book
         if len(contributors) == 1:
-            book.failed(contributors[0], bad=True)
-            log_event(log, "peer_marked_bad", level=30, peer=contributors[0], digest=self.digest.short,
-                      reason="blob digest mismatch")
+            self._quarantine(contributors[0], "blob digest mismatch")
             return
         for name in contributors:
             book.suspect(name)
+        book.mixed.record(str(self.digest), contributors)
         log_event(log, "peers_suspected", level=30, peers=contributors, digest=self.digest.short,
-                  reason="blob digest mismatch across a resume: the liar is not known")
+                  reason="blob digest mismatch across a resume: the liar is not known yet")
+
+    def _cleared(self, sender: str) -> None:
+        """`sender` alone sent the whole blob, right: a co-suspect of an earlier mixed body may be shown."""
+        liar = self.relay.book.mixed.verified(str(self.digest), sender)
+        if liar is not None:
+            self._quarantine(liar, f"its part of a mixed body was wrong: {sender} then sent it whole, right")
+
+    def _quarantine(self, name: str, reason: str) -> None:
+        self.relay.book.failed(name, bad=True)
+        log_event(log, "peer_marked_bad", level=30, peer=name, digest=self.digest.short, reason=reason)
 
     async def _resume(self, tried: set[str], offset: int) -> bool:
         for candidate in self.ranked:

@@ -13,6 +13,7 @@ import pytest
 from sidecar.containerd import MemoryStore, OpenBlob, StreamBlob
 from sidecar.membership import CrossRegion, Peer, TopologyMode
 from sidecar.oci import Digest, digest_of
+from sidecar.registry.suspicion import MixedMismatches
 from sidecar.topology.policy import TopologyPolicy
 from tests.registry.peers import NS, cluster
 
@@ -170,7 +171,7 @@ async def test_a_lying_peer_is_detected_the_body_is_cut_and_the_retry_completes(
     assert status == 200 and again == LAYER
 
 
-async def test_a_mismatch_across_a_resume_quarantines_nobody_and_suspects_every_contributor() -> None:
+async def test_a_mismatch_across_a_resume_quarantines_nobody_then_the_retry_shows_the_liar() -> None:
     # b (same zone, asked first) sends corrupt bytes and dies; c, honest, sends the rest.
     stores = {"b": await holding(store=DyingStore(lying=True)), "c": await holding()}
     async with cluster([A, B, C], stores) as (nodes, port):
@@ -180,6 +181,20 @@ async def test_a_mismatch_across_a_resume_quarantines_nobody_and_suspects_every_
         assert book.quarantined() == frozenset() and book.marked_bad == 0  # c must not be blamed
         assert book.suspects() == {"b", "c"} and book.marked_suspect == 2
         assert nodes["a"].store.aborted == [LAYER_DIGEST]  # type: ignore[attr-defined]
+        # containerd tries again: the tail sender goes first, sends it whole and right, and so shows b.
+        status, _, again = await get(A.address or "", port)
+        assert status == 200 and again == LAYER
+        assert book.quarantined() == {"b"} and book.marked_bad == 1
+
+
+async def test_when_the_tail_sender_lied_the_retry_shows_it_by_its_whole_body() -> None:
+    stores = {"b": await holding(store=DyingStore()), "c": await holding(store=CorruptStore())}
+    async with cluster([A, B, C], stores) as (nodes, port):
+        assert len((await get(A.address or "", port))[2]) < len(LAYER)
+        book = nodes["a"].book
+        assert book.quarantined() == frozenset() and book.suspects() == {"b", "c"}
+        assert len((await get(A.address or "", port))[2]) < len(LAYER)  # c first, whole, and wrong
+        assert book.quarantined() == {"c"}
 
 
 async def test_a_provider_dying_mid_layer_is_resumed_from_another() -> None:
@@ -195,3 +210,14 @@ async def test_a_provider_that_never_answers_is_hedged() -> None:
         with anyio.fail_after(20):
             status, _, body = await get(A.address or "", port)
     assert status == 200 and body == LAYER
+
+
+def test_with_two_other_contributors_a_clean_whole_body_shows_nobody_and_suspicions_expire() -> None:
+    now = [0.0]
+    mixed = MixedMismatches(lambda: now[0], window=10)
+    mixed.record(str(LAYER_DIGEST), ["a", "b", "c"])
+    assert mixed.first_to_ask(str(LAYER_DIGEST)) == "c"
+    assert mixed.verified(str(LAYER_DIGEST), "c") is None  # a or b: not shown which
+    mixed.record(str(LAYER_DIGEST), ["a", "b"])
+    now[0] = 10
+    assert mixed.first_to_ask(str(LAYER_DIGEST)) is None and mixed.verified(str(LAYER_DIGEST), "b") is None
