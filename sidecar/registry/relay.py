@@ -11,7 +11,8 @@ Rules:
   wrong body is never complete. On a mismatch the connection is cut and containerd's ingest of that
   digest is aborted: it already holds the bad prefix, and containerd would otherwise resume on top of it
   and never commit. Only a provider that sent the whole body is shown to have lied, so only it is
-  quarantined; when a resume mixed several providers' bytes, each of them is marked suspect instead.
+  quarantined; when a resume mixed several providers' bytes, each of them is marked suspect instead, and
+  the next try asks the body's tail sender first: its whole body shows who lied (suspicion.py).
 - No provider, or none the policy allows: None at once, and the registry answers 404. Every miss is
   recorded with its `Miss` category where it is decided; a bound saying no is a limit, not "not found".
 - Share while downloading (`claims`): a blob lookup also claims the blob in the claim scope (this region;
