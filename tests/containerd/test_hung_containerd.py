@@ -17,9 +17,8 @@ import pytest
 from lokal_lab.containerd import ContainerdInstance
 from lokal_lab.registry import RegistryInstance
 
-from sidecar.containerd import ContainerdStore
-from sidecar.http import HttpServer, ServerLimits
-from sidecar.registry import RegistryHandler, Relay, RouteConfig
+from sidecar.serve import running_node
+from sidecar.settings import Discovery, ServeSettings
 from tests.containerd.harness import ContainerdHarness, make_image
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("registry")]
@@ -42,31 +41,21 @@ async def ask(port: int, method: str, path: str) -> tuple[int, bytes]:
     return await anyio.to_thread.run_sync(request, port, method, path)
 
 
-def handler_for(store: ContainerdStore, registry: str) -> RegistryHandler:
-    handler = RegistryHandler(store, RouteConfig(mirrored_registries=(registry,)), Relay())
-
-    async def readiness() -> tuple[bool, dict[str, object]]:
-        return await store.ready(), {}
-
-    handler.readiness = readiness
-    return handler
-
-
 async def test_a_frozen_containerd_gets_fast_404s_for_tags_and_a_fast_503_from_readyz(
     containerd: ContainerdInstance, registry: RegistryInstance, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     harness = ContainerdHarness(containerd, registry)
-    store = harness.store
     reference = await harness.pull(make_image(tmp_path, multi_platform=False), "hung/app")
     tag_path = f"/v2/hung/app/manifests/{reference.rsplit(':', 1)[1]}?ns={registry.address}"
-    server = HttpServer(handler_for(store, registry.address), ServerLimits(header_timeout=5))
+    settings = ServeSettings(discovery=Discovery.NONE, mirrored_registries=(registry.address,))
     pid = containerd.pid
     assert pid is not None
     caplog.set_level(logging.INFO, logger="lokal")
-    async with anyio.create_task_group() as tg:
-        await tg.start(store.run)
-        _, port = await tg.start(server.serve, ("127.0.0.1", 0))
+    # The node as `lokal serve` builds it: its own /readyz check, its own handler.
+    async with running_node(settings, store=harness.store, listen=("127.0.0.1", 0)) as node:
+        assert node.server.address is not None
+        port = node.server.address[1]
         assert (await ask(port, "HEAD", tag_path))[0] == 200
         assert (await ask(port, "GET", "/readyz"))[0] == 200
         os.kill(pid, signal.SIGSTOP)
@@ -85,7 +74,4 @@ async def test_a_frozen_containerd_gets_fast_404s_for_tags_and_a_fast_503_from_r
         with anyio.fail_after(15):
             while (await ask(port, "HEAD", tag_path))[0] != 200:
                 await anyio.sleep(0.2)
-        assert (await ask(port, "GET", "/readyz"))[0] == 200 and not store.stalled
-        await server.shutdown()
-        tg.cancel_scope.cancel()
-    await store.aclose()
+        assert (await ask(port, "GET", "/readyz"))[0] == 200
