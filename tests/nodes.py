@@ -61,9 +61,13 @@ async def in_process_nodes(
     peers: list[Peer],
     stores: dict[str, Store],
     policy: TopologyPolicy = PREFER_ALWAYS,
+    *,
+    one_hop: bool = False,
     **settings: object,
 ) -> AsyncIterator[tuple[dict[str, Node], int, InMemoryIndex]]:
-    """(nodes by name, the shared port, the shared index). Each node advertises its store's keys."""
+    """(nodes by name, the shared port, the shared index). Each node advertises its store's keys.
+
+    `one_hop`: the production index over HTTP between the nodes instead of the shared in-memory one."""
     index = InMemoryIndex()
     port = free_port_on_all([p.address or "" for p in peers])
     nodes: dict[str, Node] = {}
@@ -73,7 +77,7 @@ async def in_process_nodes(
                 node_settings(peer, policy, **settings),
                 store=stores.get(peer.name) or MemoryStore(),
                 membership=FixedMembership(membership_seen_by(peer, peers)),
-                router=lambda _m, p=peer: index.router(p.name, p.region),  # type: ignore[misc]
+                router=None if one_hop else lambda _m, p=peer: index.router(p.name, p.region),  # type: ignore[misc]
                 listen=(peer.address or "", port),
             ))
         for node in nodes.values():

@@ -36,6 +36,7 @@ class MemoryStore:
         self.serve_as = serve_as
         self._blobs: dict[Digest, tuple[bytes, dict[str, str]]] = {}
         self._images: dict[str, Digest] = {}
+        self._image_keys: dict[str, frozenset[str]] = {}  # per image, so a change re-walks one image
         self._index: frozenset[str] = frozenset()
         self._changes = ChangeBroadcast()
         self.available = True
@@ -50,11 +51,13 @@ class MemoryStore:
 
     async def set_image(self, name: str, target: Digest) -> None:
         self._images[name] = target
-        await self._reindex()
+        self._image_keys[name] = frozenset((await walk_image(name, target, self._read, self._exists)).keys)
+        self._reindex()
 
     async def delete_image(self, name: str) -> None:
         self._images.pop(name, None)
-        await self._reindex()
+        self._image_keys.pop(name, None)
+        self._reindex()
 
     # -- Store -------------------------------------------------------------------------------------
 
@@ -127,8 +130,8 @@ class MemoryStore:
     async def _exists(self, digest: Digest) -> bool:
         return digest in self._blobs
 
-    async def _reindex(self) -> None:
-        new = await self.list_keys()
+    def _reindex(self) -> None:
+        new = frozenset().union(*self._image_keys.values())
         change = KeyChange(added=new - self._index, removed=self._index - new)
         self._index = new
         self._changes.publish(change)
