@@ -92,9 +92,12 @@ def test_on_2x_an_unset_config_path_takes_the_versions_default_and_imports_count
 
 def _readyz_warnings(lokal: LokalProcess) -> list[str]:
     for _ in range(100):
+        # The log first: config_checked is written after the warnings are kept, so a /readyz asked after
+        # seeing it cannot be older than the check.
+        checked = any('"config_checked"' in line for line in lokal.log_lines())
         _, _, body = lokal.request("GET", "/readyz")
         warnings: list[str] = json.loads(body).get("warnings", [])
-        if warnings or any('"config_checked"' in line for line in lokal.log_lines()):
+        if warnings or checked:
             return warnings
         time.sleep(0.05)
     return []
