@@ -302,7 +302,7 @@ async def _peer(node: Node, router: RouterFactory | None, port: int) -> None:
         node.advertiser = Advertising(store, index)
         await tg.start(node.advertiser.run)
         tg.start_soon(index.run)
-        tg.start_soon(_follow_membership, feed, index)
+        tg.start_soon(_follow_membership, feed, first, index)
 
 
 async def _close_at_end(client: PeerClient) -> None:
@@ -370,13 +370,16 @@ class Advertising:
             await self.router.reconcile(self.store.keys())
 
 
-async def _follow_membership(feed: MembershipFeed, router: Router) -> None:
+async def _follow_membership(feed: MembershipFeed, built_from: Membership, router: Router) -> None:
     first = True
-    async for current, _change in feed.subscribe():
-        if first:  # the subscription opens with the state the router was built from
+    async for current, change in feed.subscribe():
+        if first:  # the subscription opens with the current state, against nothing
             first = False
+            if current is not built_from:  # it moved on since the router was built: adopt it whole
+                await router.membership_changed(current)
             continue
-        await router.membership_changed(current)
+        # Every later change is against the item before, the router's: its rings move those nodes only.
+        await router.membership_changed(current, changed=change.names)
 
 
 async def _check_store_config(node: Node) -> None:

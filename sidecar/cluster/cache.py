@@ -6,10 +6,14 @@ Rules:
   went). Most Node MODIFIED events are status heartbeats that change nothing lokal uses: they must not
   produce a new snapshot.
 - `replace` (after a list) is a diff against the cache: nodes deleted while the watch was away are removed.
+- Changes wait for `take_changes`: the first change of a node after a take remembers the Peer it had, so a
+  take returns only the nodes that really differ from the last take (changes that cancel out vanish).
+- The reflector thread writes, the snapshot batcher's thread takes: a lock guards the two dicts.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,6 +35,8 @@ class PeerCache:
         self._family = family
         self._problems = problems
         self._peers: dict[str, Peer] = {}
+        self._taken: dict[str, Peer | None] = {}  # name -> its Peer at the last take, for changed names
+        self._lock = threading.Lock()
 
     def replace(self, objects: Iterable[object]) -> bool:
         """Make the cache exactly the listed nodes."""
@@ -39,10 +45,17 @@ class PeerCache:
             peer = self._parse(obj)
             if peer is not None:
                 fresh[peer.name] = peer
-        for gone in set(self._peers) - set(fresh):
-            self._problems.forget(gone)
-        changed = fresh != self._peers
-        self._peers = fresh
+        with self._lock:
+            for gone in set(self._peers) - set(fresh):
+                self._problems.forget(gone)
+                self._remember(gone)
+            changed = False
+            for name, peer in fresh.items():
+                if self._peers.get(name) != peer:
+                    self._remember(name)
+                    changed = True
+            changed = changed or len(fresh) != len(self._peers)
+            self._peers = fresh
         return changed
 
     def apply(self, event_type: str, obj: object) -> bool:
@@ -50,15 +63,39 @@ class PeerCache:
         if event_type == "DELETED":
             name = _name_of(obj)
             self._problems.forget(name or "")
-            return name is not None and self._peers.pop(name, None) is not None
+            if name is None or name not in self._peers:
+                return False
+            with self._lock:
+                self._remember(name)
+                del self._peers[name]
+            return True
         peer = self._parse(obj)
         if peer is None or self._peers.get(peer.name) == peer:
             return False
-        self._peers[peer.name] = peer
+        with self._lock:
+            self._remember(peer.name)
+            self._peers[peer.name] = peer
         return True
 
+    def take_changes(self) -> dict[str, tuple[Peer | None, Peer | None]]:
+        """The nodes that differ since the last take: name -> (Peer then, Peer now), None when absent."""
+        with self._lock:
+            taken, self._taken = self._taken, {}
+            peers = self._peers
+            return {
+                name: (before, after)
+                for name, before in taken.items()
+                if before != (after := peers.get(name))
+            }
+
     def snapshot(self) -> Membership:
-        return Membership(self._self_name, dict(self._peers))
+        with self._lock:
+            return Membership(self._self_name, dict(self._peers))
+
+    def _remember(self, name: str) -> None:
+        """Called with the lock held, before `name` changes."""
+        if name not in self._taken:
+            self._taken[name] = self._peers.get(name)
 
     def _parse(self, obj: object) -> Peer | None:
         parsed = parse_node(obj, self_name=self._self_name, family=self._family, labels=self._labels)

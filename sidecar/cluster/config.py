@@ -33,6 +33,9 @@ class WatchTimings:
     backoff_reset_after_s: float = 120.0
     # A watch that ends sooner than this without a single event counts as an error (no hot loop).
     short_watch_s: float = 1.0
+    # Watch events are gathered this long into one membership snapshot: a burst of changes costs one
+    # snapshot, not one per event. 0 publishes each change at once.
+    batch_interval_s: float = 0.1
 
     def __post_init__(self) -> None:
         for name in (
@@ -48,6 +51,8 @@ class WatchTimings:
             raise ValueError("WatchTimings.watch_timeout_max_s must be >= watch_timeout_min_s")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("WatchTimings.backoff_max_s must be >= backoff_initial_s")
+        if self.batch_interval_s < 0:
+            raise ValueError(f"WatchTimings.batch_interval_s must be >= 0, got {self.batch_interval_s!r}")
         if self.backoff_jitter < 0:
             raise ValueError("WatchTimings.backoff_jitter must be >= 0")
 
@@ -74,9 +79,7 @@ class ClusterConfig:
             raise ValueError(f"--topology-mode must be one of {[m.value for m in TopologyMode]}")
 
 
-def node_label_selector(
-    mode: TopologyMode, own_region: str, region_label: str = REGION_LABEL
-) -> str | None:
+def node_label_selector(mode: TopologyMode, own_region: str, region_label: str = REGION_LABEL) -> str | None:
     """The label selector of the Node list and watch: in isolate mode other regions are never listed."""
     if mode is TopologyMode.ISOLATE:
         return f"{region_label}={own_region}"

@@ -9,7 +9,8 @@ Rules (client-go's reflector, see docs/kubernetes.md):
 - Any other failure (connection, 5xx, 429, a garbled stream, a watch that ends at once without an event)
   waits with exponential backoff and jitter, then retries. The last membership is kept meanwhile: an API
   outage never empties it.
-- `publish` is called with a new snapshot only when lokal's view changed, and once after the first list.
+- `changed(urgent)` is called when lokal's view changed (urgent after the first list, even when nothing
+  did). The reflector builds no snapshot: the changes wait in `cache` for the batcher (batcher.py).
 - `stop()` (any thread) makes `run()` return promptly: it wakes the backoff sleep and cuts the open request.
 """
 
@@ -28,7 +29,7 @@ from sidecar.cluster.config import AddressFamily, ClusterConfigError, WatchTimin
 from sidecar.cluster.kube_api import ApiError, ApiUnavailable, JsonDict, NodeApi
 from sidecar.cluster.nodes import DEFAULT_LABELS, NodeProblemLog, parse_node
 from sidecar.logs import get_logger, log_event
-from sidecar.membership import Membership, Peer, TopologyLabels
+from sidecar.membership import Peer, TopologyLabels
 
 _LOG = get_logger("cluster")
 
@@ -47,7 +48,7 @@ class NodeReflector:
         label_selector: str | None,
         family: AddressFamily,
         timings: WatchTimings,
-        publish: Callable[[Membership], None],
+        changed: Callable[[bool], None],
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger = _LOG,
@@ -59,7 +60,7 @@ class NodeReflector:
         self._selector = label_selector
         self._family = family
         self._timings = timings
-        self._publish = publish
+        self._changed = changed
         self._rng = rng or random.Random()
         self._clock = clock
         self._log = logger
@@ -105,6 +106,11 @@ class NodeReflector:
         return None
 
     # -- the loop -------------------------------------------------------------------------------------
+
+    @property
+    def cache(self) -> PeerCache:
+        """The watched nodes, and the changes not yet taken by the batcher."""
+        return self._cache
 
     def wait_until_stopped(self) -> None:
         """Block until `stop()`: for a node that watches no other node (see MembershipSource)."""
@@ -155,7 +161,7 @@ class NodeReflector:
         self.lists += 1
         self._healthy()
         if self._cache.replace(items) or first:
-            self._emit()
+            self._changed(first)
         self._resource_version = resource_version
         return resource_version
 
@@ -180,25 +186,13 @@ class NodeReflector:
             if received == 1:
                 self._healthy()
             if kind in ("ADDED", "MODIFIED", "DELETED") and self._cache.apply(kind, obj):
-                self._emit()
+                self._changed(False)
             self._resource_version = _resource_version(obj) or self._resource_version
         if not received and self._clock() - started < self._timings.short_watch_s and not self._stop.is_set():
             raise ApiError(0, "the watch ended at once without an event")
         return _WatchEnd.TIMED_OUT
 
     # -- helpers --------------------------------------------------------------------------------------
-
-    def _emit(self) -> None:
-        snapshot = self._cache.snapshot()
-        if snapshot.me is None:
-            log_event(
-                self._log,
-                "own_node_not_watched",
-                logging.WARNING,
-                node=self._self_name,
-                selector=self._selector or "",
-            )
-        self._publish(snapshot)
 
     def _failed(self, error: Exception, during: str) -> None:
         if self._stop.is_set():

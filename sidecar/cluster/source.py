@@ -2,17 +2,20 @@
 
 Rules:
 - The synchronous reflector runs in one worker thread (`anyio.to_thread.run_sync`, abandoned on cancel,
-  with its own limiter so it takes no slot of the default pool). Snapshots cross to the event loop with
-  `anyio.from_thread.run_sync`; everything else here runs on the event loop.
+  with its own limiter so it takes no slot of the default pool). The snapshot batcher (batcher.py) runs
+  in a thread of its own: it turns the reflector's changes into one snapshot per short interval, built
+  from the changed nodes only, and hands it to the event loop with `anyio.from_thread.run_sync`. The
+  event loop only adopts it: the work a change costs stays off the serving path.
 - Startup: read this node's Node (its region and zone), then list and watch (in isolate mode with the
   selector `<region label>=<own region>`). In isolate mode a node without a region label is a region of
   its own: it logs a warning, lists and watches no other node, and its membership is itself alone.
   `run` reports started (with the first membership) only after the first list. Configuration errors
   raise from `run`.
 - The membership only changes when the cluster does: through API outages the last one stays.
-- Every change is logged once, here, with counts by region and zone.
+- Every change is logged once, here, with counts by region and zone (kept up to date, never recounted).
 - Subscribers never miss the latest state: a slow subscriber gets the newest snapshot and the change
-  summary since the snapshot it saw last (changes that cancel out are skipped).
+  summary since the snapshot it saw last (changes that cancel out are skipped). That summary looks only
+  at the nodes the snapshots in between changed, while they are in the recent-changes log.
 """
 
 from __future__ import annotations
@@ -20,24 +23,29 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections import Counter
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
+from anyio.lowlevel import EventLoopToken
 
+from sidecar.cluster.batcher import MembershipUpdate, SnapshotBatcher, whole
 from sidecar.cluster.config import ClusterConfig, node_label_selector
+from sidecar.cluster.counts import NodeCounts
 from sidecar.cluster.kube_api import KubernetesNodeApi, NodeApi
 from sidecar.cluster.reflector import NodeReflector
 from sidecar.logs import get_logger, log_event
-from sidecar.membership import Membership, MembershipChange, Peer, TopologyMode, diff
+from sidecar.membership import Membership, MembershipChange, Peer, TopologyMode, diff, diff_of
 from sidecar.topology.validation import unlabelled_node_warning
 
 _LOG = get_logger("cluster")
 _MAX_NAMES_LOGGED = 20
+_RECENT_CHANGES = 256
 
 
 def default_api_factory(config: ClusterConfig) -> NodeApi:
@@ -73,7 +81,11 @@ class MembershipSource:
         self._changed_event: anyio.Event | None = None  # created on the event loop, on first use
         self._finished = False
         self._reflector: NodeReflector | None = None
+        self._batcher: SnapshotBatcher | None = None
+        self._token: EventLoopToken | None = None
         self._worker_done = threading.Event()
+        # (version, nodes that snapshot changed) of the latest snapshots: what subscribers diff over.
+        self._recent: deque[tuple[int, frozenset[str]]] = deque(maxlen=_RECENT_CHANGES)
 
     @property
     def current(self) -> Membership | None:
@@ -96,6 +108,15 @@ class MembershipSource:
         """Watch until cancelled. Reports started with the first membership."""
         failure: list[BaseException] = []
 
+        self._token = anyio.lowlevel.current_token()
+        self._batcher = SnapshotBatcher(
+            self.config.node_name,
+            self._publish_from_thread,
+            interval=self.config.timings.batch_interval_s,
+            logger=self._log,
+        )
+        self._batcher.start()
+
         async def work() -> None:
             try:
                 await anyio.to_thread.run_sync(
@@ -117,6 +138,7 @@ class MembershipSource:
                     task_status.started(self._current)
         finally:
             self._finished = True
+            self._batcher.stop()
             self._wake()
         if failure:
             raise failure[0]
@@ -150,7 +172,7 @@ class MembershipSource:
             label_selector=None,
             family=config.address_family,
             timings=config.timings,
-            publish=self._publish_from_thread,
+            changed=self._notify_batcher,
             rng=self._rng,
             logger=self._log,
             labels=config.labels,
@@ -165,7 +187,7 @@ class MembershipSource:
             if warning is not None:
                 log_event(self._log, "config_warning", level=logging.WARNING, warning=warning)
             if config.topology_mode is TopologyMode.ISOLATE and not me.region:
-                self._publish_from_thread(Membership.of(me.name, [me]))  # a region of its own
+                self._publish_from_thread(whole(Membership.of(me.name, [me])))  # a region of its own
                 reflector.wait_until_stopped()
                 return
             selector = node_label_selector(config.topology_mode, me.region, config.labels.region)
@@ -179,30 +201,42 @@ class MembershipSource:
                 selector=selector or "",
             )
             reflector.set_label_selector(selector)
+            assert self._batcher is not None
+            self._batcher.attach(reflector.cache, selector)
             reflector.run()
         finally:
             api.close()
             self._worker_done.set()
 
-    def _publish_from_thread(self, membership: Membership) -> None:
+    def _notify_batcher(self, urgent: bool) -> None:
+        if self._batcher is not None:
+            self._batcher.notify(urgent)
+
+    def _publish_from_thread(self, update: MembershipUpdate) -> None:
         try:
-            anyio.from_thread.run_sync(self._publish, membership)
+            anyio.from_thread.run_sync(self._publish, update, token=self._token)
         except Exception:  # the event loop is gone: nobody listens any more
             if self._reflector is not None:
                 self._reflector.stop()
 
     # -- event loop -----------------------------------------------------------------------------------
 
-    def _publish(self, membership: Membership) -> None:
+    def _publish(self, update: MembershipUpdate) -> None:
         if self._finished:
             return
         previous = self._current
-        change = diff(previous or Membership(membership.self_name), membership)
-        self._current = membership
+        self._current = update.membership
         self._version += 1
+        self._recent.append((self._version, update.changed_names))
         event = "membership_synced" if previous is None else "membership_changed"
-        log_event(self._log, event, **summarize(membership, change))
+        log_event(self._log, event, **update.counts, **change_fields(update.change))
         self._wake()
+
+    def _changed_since(self, version: int) -> frozenset[str] | None:
+        """The nodes the snapshots after `version` changed; None when the log no longer reaches back."""
+        if not self._recent or self._recent[0][0] > version + 1:
+            return None
+        return frozenset().union(*(names for v, names in self._recent if v > version))
 
     @property
     def _changed(self) -> anyio.Event:
@@ -233,7 +267,9 @@ class MembershipSubscription:
         while True:
             current = source._current
             if current is not None and source._version != self._seen_version:
-                change = diff(self._seen or Membership(current.self_name), current)
+                seen = self._seen or Membership(current.self_name)
+                names = source._changed_since(self._seen_version) if self._seen is not None else None
+                change = diff(seen, current) if names is None else diff_of(seen, current, names)
                 self._seen, self._seen_version = current, source._version
                 if change:
                     return current, change
@@ -244,21 +280,21 @@ class MembershipSubscription:
 
 
 def summarize(membership: Membership, change: MembershipChange | None = None) -> dict[str, Any]:
-    """Log fields: node counts (all, ready), by region and by region/zone, and what changed."""
-    peers = list(membership.peers.values())
-    fields: dict[str, Any] = {
-        "nodes": len(peers),
-        "ready": sum(p.ready for p in peers),
-        "by_region": dict(sorted(Counter(p.region or "unknown" for p in peers).items())),
-        "by_zone": dict(
-            sorted(Counter(f"{p.region or 'unknown'}/{p.zone or 'unknown'}" for p in peers).items())
-        ),
-    }
+    """Log fields: node counts (all, ready), by region and by region/zone, and what changed. Counts every
+    node: the source logs counts kept up to date by the batcher instead."""
+    fields = NodeCounts.of(membership).fields()
     if change is not None:
-        for name in ("joined", "left", "relabelled", "ready_changed"):
-            names = getattr(change, name)
-            if names:
-                fields[name] = list(names[:_MAX_NAMES_LOGGED])
-                if len(names) > _MAX_NAMES_LOGGED:
-                    fields[f"{name}_count"] = len(names)
+        fields.update(change_fields(change))
+    return fields
+
+
+def change_fields(change: MembershipChange) -> dict[str, Any]:
+    """The names that changed, by kind, at most _MAX_NAMES_LOGGED each (with the count when more)."""
+    fields: dict[str, Any] = {}
+    for name in ("joined", "left", "relabelled", "ready_changed"):
+        names = getattr(change, name)
+        if names:
+            fields[name] = list(names[:_MAX_NAMES_LOGGED])
+            if len(names) > _MAX_NAMES_LOGGED:
+                fields[f"{name}_count"] = len(names)
     return fields

@@ -9,6 +9,9 @@ Rules:
   top k; when a node leaves, only the keys it was a home of move. About k/N of the keys per node changed.
 - A `Ring` is immutable (one per membership snapshot), so it may memoise homes per key; the memo is bounded
   and holds node names (members are resolved from the ring, so a relabelled peer is never stale).
+- `Ring.updated` makes the next snapshot's ring from the nodes that changed: salts are hashed once per node
+  name (cached), the rest is C-speed copying, and it records what came and went so that `RingChange` need
+  not compare the two rings name by name. When no name came or went, the memo carries over and no key moves.
 - `HomeTable` keeps the homes of this node's own keys and moves them to a new ring incrementally
   (`RingChange`): a key is rescored against the whole new ring only if one of its homes left; otherwise only
   the joined nodes are scored against its current k-th best. A change of J joins and L leaves costs about
@@ -18,8 +21,10 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
+import operator
 from collections.abc import Iterable, Iterator, KeysView, Sequence
 from typing import Generic, TypeVar, overload
 
@@ -33,6 +38,7 @@ _C1 = 0xBF58476D1CE4E5B9
 _C2 = 0x94D049BB133111EB
 
 T = TypeVar("T", Peer, str)
+V = TypeVar("V")
 
 
 def key_hash(key: str) -> int:
@@ -41,6 +47,20 @@ def key_hash(key: str) -> int:
 
 def node_salt(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8, person=b"lokal-node").digest())
+
+
+# A node's salt never changes: rings made by `updated` hash only the names that joined.
+_cached_salt = functools.lru_cache(maxsize=65_536)(node_salt)
+
+
+def _pick(mapping: dict[str, V], names: tuple[str, ...]) -> tuple[V, ...]:
+    """mapping[n] for every n of names, in C (itemgetter returns a bare value for one name)."""
+    if not names:
+        return ()
+    if len(names) == 1:
+        return (mapping[names[0]],)
+    picked: tuple[V, ...] = operator.itemgetter(*names)(mapping)
+    return picked
 
 
 def _mix(x: int) -> int:
@@ -60,7 +80,19 @@ def _name(member: Peer | str) -> str:
 class Ring(Generic[T]):
     """The members of one region's ring (peers or plain names) with their salts precomputed."""
 
-    __slots__ = ("_by_name", "_memo", "_memo_size", "_salt_of", "_salts", "k", "members", "names")
+    __slots__ = (
+        "_base",
+        "_by_name",
+        "_joined",
+        "_left",
+        "_memo",
+        "_memo_size",
+        "_salt_of",
+        "_salts",
+        "k",
+        "members",
+        "names",
+    )
 
     def __init__(self, members: Iterable[T], k: int = DEFAULT_K, memo_size: int = DEFAULT_MEMO_SIZE) -> None:
         if k < 1:
@@ -76,6 +108,39 @@ class Ring(Generic[T]):
         self._salt_of = dict(zip(self.names, self._salts, strict=True))
         self._memo: dict[str, tuple[str, ...]] = {}
         self._memo_size = memo_size
+        self._base: Ring[T] | None = None  # set by `updated`: the ring this one was made from...
+        self._joined: tuple[str, ...] = ()  # ...and the names it gained and lost against it
+        self._left: frozenset[str] = frozenset()
+
+    def updated(self, upserts: Iterable[T], removed: Iterable[str]) -> Ring[T]:
+        """This ring with `upserts` added or replaced (a relabelled peer) and `removed` gone. The Python
+        work follows the changes; the rest is C-speed copying. Homes memoised here carry over when no
+        name came or went (homes depend on names only)."""
+        by_name = dict(self._by_name)
+        salt_of = dict(self._salt_of)
+        left = {name for name in removed if by_name.pop(name, None) is not None}
+        for name in left:
+            del salt_of[name]
+        joined = []
+        for member in upserts:
+            name = _name(member)
+            if name not in by_name:
+                salt_of[name] = _cached_salt(name)
+                joined.append(name)
+            by_name[name] = member
+        ring: Ring[T] = Ring.__new__(Ring)
+        ring.k, ring._memo_size = self.k, self._memo_size
+        if joined or left:
+            ring.names = tuple(sorted(by_name))  # one sorted run plus a few: near-linear, in C
+            ring._memo = {}
+        else:
+            ring.names, ring._memo = self.names, self._memo
+        ring.members = _pick(by_name, ring.names)
+        ring._by_name = by_name
+        ring._salt_of = salt_of
+        ring._salts = list(_pick(salt_of, ring.names))
+        ring._base, ring._joined, ring._left = self, tuple(sorted(joined)), frozenset(left)
+        return ring
 
     def __len__(self) -> int:
         return len(self.names)
@@ -199,13 +264,19 @@ class RingChange(Generic[T]):
         self.table: HomeTable[T] = table
         self.new: Ring[T] = new
         self._version = table.version
-        self.keys: tuple[str, ...] = tuple(table)
-        self.joined: tuple[str, ...] = tuple(n for n in new.names if n not in old)
-        self.left: frozenset[str] = frozenset(n for n in old.names if n not in new)
+        if new._base is old:  # made by old.updated(): it knows what came and went
+            self.joined: tuple[str, ...] = new._joined
+            self.left: frozenset[str] = new._left
+        else:
+            self.joined = tuple(n for n in new.names if n not in old)
+            self.left = frozenset(n for n in old.names if n not in new)
         self._joined_salts = [(new._salt_of[n], n) for n in self.joined]
         # With no member in common (this node moved to another region, say) scoring the joiners is a full
         # scan anyway; a different k changes every key's home count.
         self._full = old.k != new.k or len(self.joined) >= len(new)
+        # No name came or went (a zone or an address changed): every key keeps its homes.
+        self._same_names = not (self._full or self.joined or self.left)
+        self.keys: tuple[str, ...] = () if self._same_names else tuple(table)
         self._homes: dict[str, tuple[str, ...]] = {}
         self.gained: dict[str, list[str]] = {}  # node name -> keys it became a home of
         self.rescored = 0  # keys scored against the whole new ring
@@ -262,5 +333,6 @@ class RingChange(Generic[T]):
         if missing:
             raise RuntimeError(f"ring change committed with {missing} keys not applied")
         self.table.ring = self.new
-        self.table._homes = self._homes
+        if not self._same_names:
+            self.table._homes = self._homes
         return self.gained

@@ -70,8 +70,11 @@ class Router(Protocol):
         """Periodic upkeep (re-advertise, expiry) until cancelled."""
         ...
 
-    async def membership_changed(self, membership: Membership) -> object:
-        """Adopt a new membership snapshot."""
+    async def membership_changed(
+        self, membership: Membership, *, changed: Iterable[str] | None = None
+    ) -> object:
+        """Adopt a new membership snapshot; `changed`, when given, names every node that differs from the
+        snapshot adopted last (so the router may update instead of rebuild)."""
         ...
 
     def holders(self) -> HolderStore | None:
@@ -128,6 +131,24 @@ class RingSet:
                 members = self.membership.region_ring(region)
             ring = self._rings[region] = Ring(members, self.k, self.memo_size)
         return ring
+
+    def updated(self, membership: Membership, changed: Iterable[str]) -> RingSet:
+        """The rings of `membership`, a later snapshot in which only the nodes `changed` differ: every ring
+        built so far is carried over with just those nodes moved (`Ring.updated`)."""
+        rings = RingSet(membership, self.k, self.memo_size)
+        names = tuple(changed)
+        peers = membership.peers
+        for scope, ring in self._rings.items():
+            upserts: list[Peer] = []
+            removed: list[str] = []
+            for name in names:
+                peer = peers.get(name)
+                if peer is not None and peer.ready and peer.address and scope in (CLUSTER, peer.region):
+                    upserts.append(peer)
+                elif name in ring:
+                    removed.append(name)
+            rings._rings[scope] = ring.updated(upserts, removed) if upserts or removed else ring
+        return rings
 
 
 class OneHopRouter:
@@ -207,8 +228,13 @@ class OneHopRouter:
             self.service.claims.expire(self.clock())
             await self.advertiser.advertise_all()
 
-    async def membership_changed(self, membership: Membership, rings: RingSet | None = None) -> SendReport:
-        """Adopt a new snapshot and push keys to the nodes that became their homes."""
+    async def membership_changed(
+        self, membership: Membership, rings: RingSet | None = None, changed: Iterable[str] | None = None
+    ) -> SendReport:
+        """Adopt a new snapshot and push keys to the nodes that became their homes. With `changed` (the
+        nodes that differ from the snapshot adopted last) the rings are updated, not rebuilt."""
+        if rings is None and changed is not None and self.rings.membership.self_name == membership.self_name:
+            rings = self.rings.updated(membership, changed)
         self.rings = rings or RingSet(membership, self.settings.k)
         self.service.update_membership(membership)
         self.finder.forget()
@@ -279,7 +305,9 @@ class InMemoryRouter:
     async def run(self) -> None:
         await anyio.sleep_forever()
 
-    async def membership_changed(self, membership: Membership) -> None:
+    async def membership_changed(
+        self, membership: Membership, *, changed: Iterable[str] | None = None
+    ) -> None:
         pass
 
     def holders(self) -> None:

@@ -211,8 +211,9 @@ async def test_api_outage_keeps_the_last_membership_and_recovers(
 async def test_bookmarks_move_the_resume_point_past_changes_the_selector_hides(
     api: NodeApiUnderTest, api_kubeconfig: Path
 ) -> None:
-    # Watches of 3 s: the apiserver sends a BOOKMARK 2 s before a watch's deadline, none to shorter watches.
-    timeouts = {"watch_timeout_min_s": 3.0, "watch_timeout_max_s": 3.0}
+    # Watches of 5 s: the apiserver sends a BOOKMARK about 2 s before a watch's deadline (give or take its
+    # 1 s timer), none to watches shorter than that.
+    timeouts = {"watch_timeout_min_s": 5.0, "watch_timeout_max_s": 5.0}
     source = MembershipSource(cluster_config(api_kubeconfig, TopologyMode.ISOLATE, **timeouts))
     async with running(source):
         listed_rv = api.resource_version
