@@ -611,12 +611,12 @@ class KubeApiServer:
         for start in range(0, len(puts), batch):
             self._etcd_call("/v3/kv/txn", {"success": puts[start : start + batch]})
 
-    def wipe_nodes(self) -> None:
-        """Delete every node straight from etcd in one request (the apiserver's watch sees the deletes)."""
-        self._etcd_call(
-            "/v3/kv/deleterange",
-            {"key": _b64(b"/registry/minions/"), "range_end": _b64(b"/registry/minions0")},
-        )
+    def wipe_nodes(self, name_prefix: str = "") -> None:
+        """Delete every node (whose name starts with `name_prefix`) straight from etcd in one request; the
+        apiserver's watch sees the deletes."""
+        key = f"/registry/minions/{name_prefix}".encode()
+        end = key[:-1] + bytes([key[-1] + 1])  # the first key after every key with this prefix
+        self._etcd_call("/v3/kv/deleterange", {"key": _b64(key), "range_end": _b64(end)})
 
     def delete_nodes(self, label_selector: str) -> None:
         """Delete every node `label_selector` matches, in one request (deletecollection)."""
