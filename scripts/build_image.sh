@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Builds lokal's container image from Debian's packages and PyPI only, with no Docker engine:
-#   1. base layer: a minimal Debian root file system with Python (debootstrap), cached on its own;
-#   2. app layer:  /opt/lokal, a virtualenv holding lokal's wheel and its pinned dependencies (wheels from
-#                  PyPI, installed inside a chroot of the base so every path and shebang is the image's);
-#   3. buildah (vfs storage, no daemon, nothing run in a container) stacks the two layers, sets the entry
-#      point, and writes an OCI archive named with the image reference the manifests and the chart use.
+# Builds lokal's container image from Debian's packages and PyPI only, with no Docker engine. Three layers,
+# each cached on its own inputs so that a code change rebuilds only the last:
+#   1. base: a minimal Debian root file system with Python (debootstrap);           key: suite, packages
+#   2. deps: /opt/lokal, a virtualenv with lokal's pinned dependencies (PyPI wheels); key: + pyproject.toml
+#   3. lokal: lokal's own wheel installed into that virtualenv;                      key: + sidecar/, ...
+# Installs run inside a chroot of the base, so every path and shebang is the image's; pip runs from its
+# wheel and is never installed there. buildah (vfs storage, no daemon, nothing run in a container) stacks
+# the layers, sets the entry point and writes an OCI archive named with the reference the manifests and
+# the chart deploy.
 #
-# Output: $LOKAL_IMAGE_CACHE/<key>/lokal.oci.tar and image.json beside it (reference, digest, size).
-# The key hashes every input (this script, pyproject.toml, README.md, sidecar/): an unchanged tree reuses
-# the archive at once, so the test suite does not rebuild it on every run. The last line printed is the
-# path of image.json. Needs root (debootstrap, chroot) and network access to Debian's archive and PyPI.
+# Output: $LOKAL_IMAGE_CACHE/<key>/lokal.oci.tar and image.json beside it (reference, digest, size). An
+# unchanged tree reuses the archive at once. The last line printed is the path of image.json. Needs root
+# (debootstrap, chroot) and Debian's archive and PyPI. One build at a time (a lock in the cache).
 #
-#   bash scripts/build_image.sh               # build (or reuse) and print image.json's path
-#   LOKAL_IMAGE=registry.example/lokal:1.2 bash scripts/build_image.sh    # another reference
+#   bash scripts/build_image.sh                                          # build (or reuse); print the path
+#   LOKAL_IMAGE=registry.example/lokal:1.2 bash scripts/build_image.sh   # another reference
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -22,7 +24,9 @@ suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # No pip and no python3-venv: the virtualenv is made --without-pip and filled by a pip run from its wheel.
 base_packages=python3,python-is-python3,ca-certificates
-base_version=1   # bump to rebuild the base layer after changing how it is made
+base_version=1     # bump to rebuild the base layer after changing how it is made
+layers_version=2   # the same for the deps layer
+keep_archives=4    # archives of other trees kept in the cache (worktrees, branches)
 
 # The reference the manifests deploy (kustomize's images: entry), unless told otherwise.
 manifest_image() {
@@ -35,50 +39,74 @@ manifest_image() {
 image=${LOKAL_IMAGE:-$(manifest_image)}
 python=${PYTHON:-$repo/.venv/bin/python}
 
-log() { echo "build_image: $*" >&2; }
+log() { echo "build_image: [${SECONDS}s] $*" >&2; }
+hash16() { sha256sum | cut -c1-16; }
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "build_image: needs root (debootstrap and chroot)" >&2
     exit 1
 fi
 for tool in debootstrap buildah; do
-    if ! command -v "$tool" >/dev/null; then
-        log "installing Debian's $tool"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null
-    fi
+    command -v "$tool" >/dev/null || { echo "build_image: $tool is missing: run scripts/setup.sh" >&2; exit 1; }
 done
 
-base_key=$(printf '%s\n' "$suite" "$base_packages" "$base_version" "$(dpkg --print-architecture)" \
-    | sha256sum | cut -c1-16)
+base_key=$(printf '%s\n' "$suite" "$base_packages" "$base_version" "$(dpkg --print-architecture)" | hash16)
+deps_key=$( { echo "$base_key $layers_version"; sha256sum pyproject.toml; } | hash16)
 key=$( {
-    echo "$image" "$base_key"
-    sha256sum scripts/build_image.sh pyproject.toml README.md
+    echo "$image" "$deps_key"
+    sha256sum scripts/build_image.sh README.md
     find sidecar -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
-} | sha256sum | cut -c1-16)
+} | hash16)
 out=$cache/$key
+mkdir -p "$cache"
+exec 9> "$cache/.lock"
+flock 9
 if [ -f "$out/image.json" ]; then
     log "up to date ($out)"
+    touch "$out"
     echo "$out/image.json"
     exit 0
 fi
 
-mkdir -p "$cache"
 work=$(mktemp -d "$cache/work.XXXXXX")
 cleanup() {
-    # The chroot's /proc and /dev are bind mounts: unmount before deleting anything under them.
-    for mount in "$work/rootfs/proc" "$work/base-rootfs/proc"; do
-        mountpoint -q "$mount" 2>/dev/null && umount "$mount"
-    done
+    mountpoint -q "$work/rootfs/proc" 2>/dev/null && umount "$work/rootfs/proc"
     rm -rf "$work"
 }
 trap cleanup EXIT
-started=$SECONDS
+rootfs=$work/rootfs
+in_root() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 chroot "$rootfs" "$@"; }
+# pip inside the chroot, from its wheel, against the wheels in /tmp/wheels only.
+pip_in_root() {
+    mount -t proc proc "$rootfs/proc"
+    in_root /opt/lokal/bin/python /tmp/tools/pip.whl/pip install -q --disable-pip-version-check \
+        --no-index --find-links /tmp/wheels "$@" >&2
+    umount "$rootfs/proc"
+}
+fresh_root() {   # the base (and the given layer tars) unpacked, with pip and the wheels beside
+    rm -rf "$rootfs"
+    mkdir -p "$rootfs"
+    for tar in "$@"; do tar --numeric-owner -C "$rootfs" -xf "$tar"; done
+    mkdir -p "$rootfs/tmp/wheels" "$rootfs/tmp/tools"
+    cp "$work"/wheels/*.whl "$rootfs/tmp/wheels/"
+    cp "$work"/tools/pip-*.whl "$rootfs/tmp/tools/pip.whl"
+}
+download_pip() {
+    local version
+    version=$("$python" -m pip --version | cut -d' ' -f2)
+    "$python" -m pip download -q --disable-pip-version-check --only-binary=:all: --no-deps \
+        --dest "$work/tools" "pip==$version" >&2
+}
+storage=$cache/buildah
+bah() { buildah --root "$storage/root" --runroot "$storage/run" --storage-driver vfs "$@"; }
+have_image() { bah inspect --type image "$1" >/dev/null 2>&1; }
+mkdir -p "$work/wheels" "$work/tools"
 
-# 1. The base layer: Debian + Python, as a tar (numeric owners), cached by suite and package list.
+# 1. base: Debian + Python, as a tar (numeric owners) and as a buildah image.
 base_tar=$cache/base-$suite-$base_key.tar
 if [ ! -f "$base_tar" ]; then
     log "debootstrap $suite ($base_packages); a few minutes, once"
-    rootfs=$work/base-rootfs
+    mkdir -p "$rootfs"
     debootstrap --variant=minbase --include="$base_packages" "$suite" "$rootfs" "$mirror" \
         > "$work/debootstrap.log" 2>&1 || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
     # Nothing of the build machine, and no package manager state a read-only pod could not use anyway.
@@ -90,46 +118,58 @@ if [ ! -f "$base_tar" ]; then
     mv "$base_tar.part" "$base_tar"
     rm -rf "$rootfs"
 fi
+if ! have_image "lokal-base:$base_key"; then
+    log "base layer"
+    container=$(bah from --quiet scratch)
+    bah add --quiet "$container" "$base_tar" / >/dev/null
+    bah commit --quiet --timestamp 0 "$container" "lokal-base:$base_key" >/dev/null
+    bah rm "$container" >/dev/null
+fi
 
-# 2. The app layer: lokal and its pinned dependencies, as wheels only (no compiler in or near the image).
-log "wheels"
-wheels=$work/wheels
-"$python" -m pip wheel -q --disable-pip-version-check --no-deps --wheel-dir "$wheels" "$repo" >&2
-"$python" -m pip download -q --disable-pip-version-check --only-binary=:all: --dest "$wheels" \
-    "$wheels"/lokal-*.whl >&2
-# pip itself runs from its wheel inside the chroot and is never installed there.
-pip_version=$("$python" -m pip --version | cut -d' ' -f2)
-"$python" -m pip download -q --disable-pip-version-check --only-binary=:all: --no-deps \
-    --dest "$work/tools" "pip==$pip_version" >&2
+# 2. deps: the pinned dependencies (binary wheels only: no compiler in or near the image).
+deps_tar=$cache/deps-$deps_key.tar
+if [ ! -f "$deps_tar" ]; then
+    log "dependency wheels"
+    "$python" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > "$work/wheels/requirements.txt"
+    "$python" -m pip download -q --disable-pip-version-check --only-binary=:all: --dest "$work/wheels" \
+        -r "$work/wheels/requirements.txt" >&2
+    download_pip
+    log "installing the dependencies into /opt/lokal (chroot of the base)"
+    fresh_root "$base_tar"
+    cp "$work/wheels/requirements.txt" "$rootfs/tmp/"
+    in_root python3 -m venv --without-pip /opt/lokal
+    pip_in_root -r /tmp/requirements.txt
+    (cd "$rootfs" && tar --numeric-owner -cf "$deps_tar.part" ./opt/lokal)
+    mv "$deps_tar.part" "$deps_tar"
+    rm -f "$work"/wheels/*
+fi
+if ! have_image "lokal-deps:$deps_key"; then
+    log "dependency layer"
+    container=$(bah from --quiet "lokal-base:$base_key")
+    bah add --quiet "$container" "$deps_tar" / >/dev/null
+    bah commit --quiet --timestamp 0 "$container" "lokal-deps:$deps_key" >/dev/null
+    bah rm "$container" >/dev/null
+fi
 
-log "installing lokal into /opt/lokal (chroot of the base)"
-rootfs=$work/rootfs
-mkdir -p "$rootfs"
-tar --numeric-owner -C "$rootfs" -xf "$base_tar"
-mkdir -p "$rootfs/tmp/wheels" "$rootfs/tmp/tools"
-cp "$wheels"/*.whl "$rootfs/tmp/wheels/"
-cp "$work"/tools/pip-*.whl "$rootfs/tmp/tools/pip.whl"
-mount -t proc proc "$rootfs/proc"
-in_root() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 chroot "$rootfs" "$@"; }
-in_root python3 -m venv --without-pip /opt/lokal
-# No installer in the image: the root file system is read-only in the DaemonSet, and pip compiles the
-# bytecode at install time.
-in_root /opt/lokal/bin/python /tmp/tools/pip.whl/pip install -q --disable-pip-version-check \
-    --no-index --find-links /tmp/wheels lokal >&2
-umount "$rootfs/proc"
-rm -rf "$rootfs/tmp/wheels" "$rootfs/tmp/tools" "$rootfs/root/.cache"
-# The app layer is /opt/lokal alone: whatever else the install touched stays out of the image.
-(cd "$rootfs" && tar --numeric-owner -cf "$work/app.tar" ./opt/lokal)
+# 3. lokal: its own wheel, installed without dependencies over the deps layer; the layer holds only what
+# that install added.
+log "lokal's wheel"
+# The .venv's setuptools (pinned like the build-system's) saves fetching it again; else pip's isolation.
+"$python" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
+    --wheel-dir "$work/wheels" "$repo" >&2 2>/dev/null \
+    || "$python" -m pip wheel -q --disable-pip-version-check --no-deps --wheel-dir "$work/wheels" "$repo" >&2
+[ -f "$work"/tools/pip-*.whl ] 2>/dev/null || download_pip
+fresh_root "$base_tar" "$deps_tar"
+(cd "$rootfs" && find ./opt/lokal | sort) > "$work/before.txt"
+log "installing lokal into /opt/lokal (chroot)"
+pip_in_root --no-deps lokal
+(cd "$rootfs" && find ./opt/lokal | sort) > "$work/after.txt"
+comm -13 "$work/before.txt" "$work/after.txt" > "$work/added.txt"
+(cd "$rootfs" && tar --numeric-owner --no-recursion -cf "$work/app.tar" -T "$work/added.txt")
 
-# 3. Two layers, one config, one archive.
-log "buildah: layers and config"
-storage=$work/storage
-bah() { buildah --root "$storage/root" --runroot "$storage/run" --storage-driver vfs "$@"; }
-container=$(bah from --quiet scratch)
-bah add --quiet "$container" "$base_tar" / >/dev/null
-bah commit --quiet --timestamp 0 "$container" lokal-base >/dev/null
-bah rm "$container" >/dev/null
-container=$(bah from --quiet lokal-base)
+log "buildah: lokal layer, config, archive"
+container=$(bah from --quiet "lokal-deps:$deps_key")
 bah add --quiet "$container" "$work/app.tar" / >/dev/null
 bah config \
     --os linux --arch "$(dpkg --print-architecture)" \
@@ -140,14 +180,16 @@ bah config \
     --label org.opencontainers.image.title=lokal \
     --label org.opencontainers.image.version="${image##*:}" \
     "$container"
-bah commit --quiet --timestamp 0 "$container" lokal >/dev/null
+bah commit --quiet --timestamp 0 "$container" "lokal:$key" >/dev/null
+bah rm "$container" >/dev/null
 mkdir -p "$work/out"
-bah push --quiet lokal "oci-archive:$work/out/lokal.oci.tar:$image" >&2
+bah push --quiet "lokal:$key" "oci-archive:$work/out/lokal.oci.tar:$image" >&2
+bah rmi "lokal:$key" >/dev/null
 
 digest=$(tar -xOf "$work/out/lokal.oci.tar" index.json \
     | "$python" -c 'import json,sys; print(json.load(sys.stdin)["manifests"][0]["digest"])')
 size=$(stat -c %s "$work/out/lokal.oci.tar")
-"$python" - "$work/out/image.json" "$image" "$digest" "$size" "$key" "$((SECONDS - started))" <<'EOF'
+"$python" - "$work/out/image.json" "$image" "$digest" "$size" "$key" "$SECONDS" <<'EOF'
 import json, sys
 path, image, digest, size, key, seconds = sys.argv[1:]
 json.dump({"image": image, "digest": digest, "size": int(size), "key": key,
@@ -155,5 +197,15 @@ json.dump({"image": image, "digest": digest, "size": int(size), "key": key,
 EOF
 rm -rf "$out"
 mv "$work/out" "$out"
-log "$image $digest $size bytes in $((SECONDS - started)) s"
+
+# The cache keeps the newest archives, and only the layers the newest build used.
+find "$cache" -mindepth 1 -maxdepth 1 -type d -name '????????????????' -printf '%T@ %p\n' | sort -rn \
+    | tail -n +$((keep_archives + 1)) | cut -d' ' -f2- | xargs -r rm -rf
+for old in "$cache"/base-*.tar "$cache"/deps-*.tar; do
+    [ "$old" = "$base_tar" ] || [ "$old" = "$deps_tar" ] || rm -f "$old"
+done
+bah images --format '{{.Name}}:{{.Tag}}' | grep -E '/lokal-(base|deps):' \
+    | grep -v -e ":$base_key\$" -e ":$deps_key\$" | xargs -r -n1 buildah --root "$storage/root" \
+    --runroot "$storage/run" --storage-driver vfs rmi >/dev/null 2>&1 || true
+log "$image $digest $size bytes"
 echo "$out/image.json"

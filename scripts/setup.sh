@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(containerd runc docker-registry skopeo iproute2 nginx-light)
+# buildah and debootstrap build lokal's image (scripts/build_image.sh, tests/image).
+apt_packages=(containerd runc docker-registry skopeo iproute2 nginx-light buildah debootstrap)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
