@@ -198,11 +198,15 @@ class MirrorSettings(Settings):
     config_path: str = config_path_setting()
     mirrored_registries: tuple[str, ...] = setting(
         ",".join(DEFAULT_REGISTRIES), parse_registries,
-        "comma-separated registries lokal mirrors; `_default` mirrors every registry")
+        "comma-separated registries lokal mirrors (configure writes a hosts.toml for each); "
+        "`_default` mirrors every other registry too")
     listen: tuple[str, int] = setting(
-        DEFAULT_LISTEN, parse_listen, "address to serve on (containerd reaches it at 127.0.0.1:PORT)")
-    resolve_tags: bool = switch(True, "answer manifest requests by tag")
-    log_format: LogFormat = choice(LogFormat.JSON, "json lines for kubectl logs, or text")
+        DEFAULT_LISTEN, parse_listen,
+        "where lokal listens; containerd always reaches it at http://127.0.0.1:PORT")
+    resolve_tags: bool = switch(
+        True, "lokal may resolve tags to digests (the hosts.toml `resolve` capability); off leaves tags to "
+        "the registry")
+    log_format: LogFormat = choice(LogFormat.JSON, "json for kubectl logs and log pipelines, text for people")
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ class ServeSettings(MirrorSettings):
     content_root: str | None = optional(text, "content store directory (default: from Introspection)")
     resolve_latest: bool = switch(False, "also resolve the tag 'latest'")
     discovery: Discovery = choice(
-        Discovery.KUBERNETES, "where peers come from: Node objects, or none (serve only the local store)")
+        Discovery.KUBERNETES, "where peers come from: Node objects, or none (this node's store only)")
     node_name: str | None = optional(text, "this node's name (the DaemonSet passes spec.nodeName)")
     kubeconfig: str | None = optional(text, "kubeconfig file (default: in-cluster service account)")
     region_label: str = setting(
@@ -225,7 +229,8 @@ class ServeSettings(MirrorSettings):
         "Node label that names a node's region (a node without it: see docs/operating.md)")
     zone_label: str = setting(ZONE_LABEL, label_key, "Node label that names a node's zone")
     topology_mode: TopologyMode = choice(
-        TopologyMode.PREFER, "isolate: one P2P network per region; prefer: zone > region > other regions")
+        TopologyMode.ISOLATE,
+        "isolate: one P2P network per region; prefer: same zone, then region, then other regions")
     cross_region: CrossRegion = choice(
         CrossRegion.NEVER, "in prefer mode, whether a miss in this region may be fetched from another region "
         "(auto: blob by blob, when that is estimated faster than upstream)")
@@ -255,7 +260,7 @@ class ServeSettings(MirrorSettings):
     drain_timeout: float = setting("10", positive_float, "seconds in-flight responses get on SIGTERM")
     metrics_listen: tuple[str, int] | None = optional(
         parse_address, "also serve /metrics on this HOST:PORT, to anyone who reaches it")
-    log_level: LogLevel = choice(LogLevel.INFO, "log level")
+    log_level: LogLevel = choice(LogLevel.INFO, "the least severe log lines written")
 
 
 @dataclass(frozen=True)
@@ -279,7 +284,7 @@ class CleanupSettings(Settings):
     mirrored_registries: tuple[str, ...] | None = optional(
         parse_registries, "only these registries (default: every directory holding lokal's files)",
         from_env=False)
-    log_format: LogFormat = choice(LogFormat.JSON, "json lines for kubectl logs, or text")
+    log_format: LogFormat = choice(LogFormat.JSON, "json for kubectl logs and log pipelines, text for people")
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -357,9 +362,23 @@ def as_log_fields(settings: object) -> dict[str, Any]:
     }
 
 
-def settings_table(model: type[Any]) -> list[tuple[str, str, str, str]]:
-    """(flag, variable, default, help) per setting: what docs/operating.md's settings table must show."""
-    return [
-        (flag_of(name), env_of(name) if spec.from_env else "", spec.default, spec.help)
-        for name, spec in specs(model)
-    ]
+def settings_table() -> str:
+    """The markdown table of every `LOKAL_*` setting, which docs/operating.md shows between its
+    `settings-table` markers (`python scripts/settings_table.py` rewrites it; a test checks it)."""
+    read_by: dict[str, list[str]] = {}
+    specs_by_name: dict[str, Spec] = {}
+    for command, model in (("serve", ServeSettings), ("configure", ConfigureSettings)):
+        for name, spec in specs(model):
+            if spec.from_env:
+                read_by.setdefault(name, []).append(command)
+                specs_by_name[name] = spec
+    lines = ["| variable | flag | default | read by | meaning |", "|---|---|---|---|---|"]
+    for name, commands in read_by.items():
+        spec = specs_by_name[name]
+        default = f"`{', '.join(spec.default.split(','))}`" if spec.default else "unset"
+        meaning = spec.help
+        if spec.choices:
+            meaning += "; one of " + ", ".join(f"`{c}`" for c in spec.choices)
+        flag = f"`{flag_of(name)}`" + (f" / `--no-{name.replace('_', '-')}`" if spec.switch else "")
+        lines.append(f"| `{env_of(name)}` | {flag} | {default} | {', '.join(commands)} | {meaning} |")
+    return "\n".join(lines) + "\n"
