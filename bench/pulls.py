@@ -52,6 +52,10 @@ if str(ROOT) not in sys.path:
 
 from lokal_lab.images import build_image  # noqa: E402
 
+from bench._auto import __doc__ as auto_doc  # noqa: E402
+from bench._auto import markdown as auto_markdown  # noqa: E402
+from bench._auto import run_auto_section  # noqa: E402
+from bench._auto import verdicts as auto_verdicts  # noqa: E402
 from bench._harness import progress, rotated, rounded, terminate  # noqa: E402
 from bench._lab import percentile  # noqa: E402
 
@@ -428,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--interregion-delay-ms", type=int, default=None, help="added inter-region delay (default 0: off)"
     )
+    parser.add_argument(
+        "--auto-only", action="store_true",
+        help="run only the auto section (rolling across regions: never / always / auto, two link regimes)",
+    )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.interregion_delay_ms is not None:
@@ -465,7 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         images = push_images(cluster, profile.images, Path(scratch))
         bench = Bench(cluster, profile)
         by_name = {p.spec.name: p for p in images}
-        for case in plan(profile.images, ALL_SCENARIOS):
+        cases = [] if args.auto_only else plan(profile.images, ALL_SCENARIOS)
+        for case in cases:
             for way in case.ways:
                 result = bench.run(by_name[case.image.name], case.scenario, way)
                 runs.append(result)
@@ -475,7 +484,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"upstream {result['expectation']['upstream_x_image']:.2f}x image, "
                     f"cross-region {human(result['cross_region_bytes_link'])}"
                 )
-    judge_bursts(runs, len(topology.regions))
+        auto_runs = run_auto_section(
+            cluster, Path(scratch), 2 if args.quick else 3, [6 * MB] * 2 if args.quick else [12 * MB] * 2,
+            profile.pull_timeout_s,
+        )
+    if runs:
+        judge_bursts(runs, len(topology.regions))
     report = {
         "benchmark": "bench/pulls.py",
         "profile": "quick" if args.quick else "full",
@@ -504,10 +518,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
         "wall_seconds": time.monotonic() - started,
         "runs": runs,
+        "auto": {"doc": (auto_doc or "").strip(), "runs": auto_runs, "verdicts": auto_verdicts(auto_runs)},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rounded(report), indent=2) + "\n")
-    print(markdown_table(runs))
+    if runs:
+        print(markdown_table(runs))
+    print(auto_markdown(auto_runs))
     progress(f"written {out} in {time.monotonic() - started:.0f} s")
     return 0
 
