@@ -486,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         auto_runs = run_auto_section(
             cluster, Path(scratch), 2 if args.quick else 3, [6 * MB] * 2 if args.quick else [12 * MB] * 2,
-            profile.pull_timeout_s,
+            profile.pull_timeout_s, rounds=1 if args.quick else 2,
         )
     if runs:
         judge_bursts(runs, len(topology.regions))

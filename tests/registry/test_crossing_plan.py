@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sidecar.membership import CrossRegion, Peer, Tier, TopologyMode
+from sidecar.debug.render import format_where
+from sidecar.debug.where import plan_sources
+from sidecar.membership import CrossRegion, Membership, Peer, Tier, TopologyMode
 from sidecar.registry.crossing import AUTO_UPSTREAM_REASON, CAPPED_REASON, CrossingPlan, plan_crossing
 from sidecar.registry.speeds import SpeedBook
 from sidecar.topology.policy import RankedProvider, TopologyPolicy
@@ -63,3 +65,26 @@ def test_always_keeps_everything_unless_the_cap_is_backed_up() -> None:
     assert capped.kept == (NEAR,) and capped.dropped_reason.startswith(CAPPED_REASON)
     alone = plan([FAR], speeds, CrossRegion.ALWAYS, cap_admits=False)
     assert alone.kept == ()
+
+
+def test_where_shows_the_auto_decision_and_the_holder_it_would_not_ask() -> None:
+    me = Peer("me", region="us", zone="us1", address="198.18.1.2")
+    far = Peer("far", region="eu", zone="eu1", address="198.18.2.2")
+    membership = Membership.of("me", [me, far])
+    policy = TopologyPolicy(mode=TopologyMode.PREFER, cross_region=CrossRegion.AUTO)
+    fast_upstream = book(upstream_bps=50 * MB, region_bps=5 * MB)
+    plan_up = plan_sources(me, ["far"], membership, {}, policy, now=100.0, held_locally=False,
+                           speeds=fast_upstream, size=100 * MB, registry="docker.io")
+    assert plan_up.verdict == "upstream" and plan_up.why.startswith(AUTO_UPSTREAM_REASON)
+    assert plan_up.auto is not None and plan_up.auto["auto_choice"] == "upstream"
+    assert [s.node for s in plan_up.refused] == ["far"] and plan_up.order == ()
+    slow_upstream = book(upstream_bps=5 * MB, region_bps=50 * MB)
+    plan_peer = plan_sources(me, ["far"], membership, {}, policy, now=100.0, held_locally=False,
+                             speeds=slow_upstream, size=100 * MB, registry="docker.io")
+    assert plan_peer.verdict == "peer" and "auto: region faster" in plan_peer.why
+    text = format_where({"registry": "docker.io", "repository": "a/b", "digest": "sha256:x", "node": "me",
+                         "mode": "prefer", "cross_region": "auto",
+                         "blobs": [{"kind": "layer", "short": "sha256:x", "size": 100 * MB,
+                                    "verdict": plan_up.verdict, "why": plan_up.why, "auto": plan_up.auto,
+                                    "order": [], "refused": [], "strangers": []}]})
+    assert "auto: upstream (over eu" in text
