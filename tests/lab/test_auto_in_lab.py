@@ -93,9 +93,14 @@ def cross_bytes(cluster: LabCluster) -> int:
     return cluster.lab.link_bytes()[INTER].total
 
 
-def upstream_layer_gets(cluster: LabCluster, mark: int, image: BuiltImage) -> int:
+def pull_on_node3(cluster: LabCluster, ref: str, image: BuiltImage) -> tuple[list[dict[str, Any]], int, int]:
+    """node-3 pulls: its layer lines, the layer GETs upstream answered, the bytes that crossed regions."""
+    mark, before = cluster.upstream_mark(), cross_bytes(cluster)
+    cluster.pull("node-3", ref)
+    crossed = cross_bytes(cluster) - before
     digests = {layer.digest for layer in image.layers["linux/amd64"]}
-    return sum(1 for g in cluster.upstream_gets(mark) if g.reference in digests and g.status == 200)
+    gets = sum(1 for g in cluster.upstream_gets(mark) if g.reference in digests and g.status == 200)
+    return layer_lines(cluster, "node-3", image), gets, crossed
 
 
 def test_fast_upstream_slow_interregion_big_blobs_come_from_upstream(
@@ -109,17 +114,13 @@ def test_fast_upstream_slow_interregion_big_blobs_come_from_upstream(
     ref, image = images.push("big-a", [12 * MB, 12 * MB])
     cluster.pull("node-1", ref)
 
-    mark, before = cluster.upstream_mark(), cross_bytes(cluster)
-    cluster.pull("node-3", ref)
-    crossed = cross_bytes(cluster) - before
-
-    lines = layer_lines(cluster, "node-3", image)
+    lines, upstream_gets, crossed = pull_on_node3(cluster, ref, image)
     for line in lines:
         assert line["result"] == "miss" and line["miss"] == "auto_chose_upstream", line
         assert line["auto_choice"] == "upstream" and line["auto_region"] == "region-a"
         assert line["auto_upstream_s"] < line["auto_over_region_s"], line
         assert "upstream faster" in line["reason"]
-    assert upstream_layer_gets(cluster, mark, image) == 2  # node-3 fetched both layers upstream
+    assert upstream_gets == 2  # node-3 fetched both layers upstream
     assert crossed < 1 * MB, f"{crossed} bytes crossed regions: layer bytes went over the slow link"
 
 
@@ -135,15 +136,11 @@ def test_slow_upstream_fast_interregion_blobs_come_from_the_other_region(
     warm_ref, _ = images.push("warm-slow", [3 * MB])
     cluster.pull("node-3", warm_ref)  # node-3 learns that upstream is slow now
 
-    mark, before = cluster.upstream_mark(), cross_bytes(cluster)
-    cluster.pull("node-3", ref)
-    crossed = cross_bytes(cluster) - before
-
-    lines = layer_lines(cluster, "node-3", image)
+    lines, upstream_gets, crossed = pull_on_node3(cluster, ref, image)
     for line in lines:
         assert line["result"] == "peer" and line["tier"] == "other_region", line
         assert line["auto_choice"] == "peer" and line["auto_over_region_s"] < line["auto_upstream_s"]
-    assert upstream_layer_gets(cluster, mark, image) == 0
+    assert upstream_gets == 0
     assert crossed >= 24 * MB  # the layers crossed the inter-region link
 
 
