@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 BURST_SHARE = 0.02  # of one second's worth of tokens
 MIN_BURST = 16 * 1024
-CHUNK_SHARE = 0.02  # largest chunk the callers move at once, as a share of one second's worth
+CHUNK_SHARE = 0.01  # largest chunk the callers move at once, as a share of one second's worth
 
 
 @dataclass

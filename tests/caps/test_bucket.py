@@ -72,7 +72,7 @@ class FakeClock:
 async def test_pace_counts_throttled_time_and_refuses_a_long_stall() -> None:
     clock = FakeClock()
     cap = Cap("to_peers", TokenBucket(1e6), clock=clock)
-    await cap.pace(cap.bucket.chunk_limit)  # within the burst: no wait
+    await cap.pace(int(cap.bucket.burst))  # the whole burst: no wait
     assert cap.throttled_s == 0.0
     await cap.pace(10_000)
     assert cap.throttled_s > 0

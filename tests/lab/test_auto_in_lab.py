@@ -183,8 +183,11 @@ def sample_link_rate(cluster: LabCluster, run: Any) -> list[float]:
 
     def sample() -> None:
         while not done.is_set():
+            asked = time.monotonic()
             out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout
-            samples.append((time.monotonic(), int(json.loads(out)[0]["stats64"]["tx"]["bytes"])))
+            answered = time.monotonic()
+            if answered - asked < 0.03:  # a slow `ip` (busy machine) would misplace the reading in time
+                samples.append(((asked + answered) / 2, int(json.loads(out)[0]["stats64"]["tx"]["bytes"])))
             time.sleep(0.05)
 
     thread = threading.Thread(target=sample, daemon=True)
