@@ -249,7 +249,9 @@ def _growing(settings: ServeSettings, store: Store, limits: LimitReporter) -> Gr
         return None
     return GrowingSource(
         lambda: store.content_root, store.namespace, lambda digest: _in_namespace(store, digest),
-        Gate("follower_uploads", 2 * settings.claim_fan_out, limits),
+        # The homes bound followers per provider (--claim-fan-out); containerd 2.1 follows one layer
+        # with many ranged requests at once, so the bodies are bounded like any upload to peers.
+        Gate("follower_uploads", settings.max_peer_uploads, limits),
     )
 
 

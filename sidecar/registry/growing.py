@@ -23,6 +23,7 @@ from pathlib import Path
 
 import anyio
 
+from sidecar.containerd import OpenBlob, Store
 from sidecar.containerd.ingest import APPEAR_TIMEOUT, STALL_TIMEOUT, GrowingBlob, find_ingest
 from sidecar.http.messages import Response, StreamBody
 from sidecar.oci import Digest, ErrorCode, error_body
@@ -46,6 +47,15 @@ class GrowingSource:
     gate: Gate
     appear: float = APPEAR_TIMEOUT
     stall: float = STALL_TIMEOUT
+
+    async def committed_blob(self, store: Store, digest: Digest) -> OpenBlob | None:
+        """The blob just committed, once containerd has recorded it in the namespace (bounded wait)."""
+        deadline = anyio.current_time() + COMMIT_SETTLE
+        while True:
+            blob = await store.open_blob(digest)
+            if blob is not None or anyio.current_time() >= deadline:
+                return blob
+            await anyio.sleep(POLL)
 
     async def serve(
         self, digest: Digest, range_header: str | None, record: PullRecord
@@ -106,6 +116,9 @@ class GrowingSource:
 
         chunks = blob.follow(start, length, stall=self.stall, in_namespace=in_namespace)
         return Response(206 if byte_range else 200, headers, StreamBody(chunks, length, release))
+
+
+COMMIT_SETTLE = 1.0  # containerd renames the file before it records the blob in the namespace
 
 
 def _exists(path: Path) -> bool:

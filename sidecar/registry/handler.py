@@ -213,7 +213,7 @@ class RegistryHandler:
             growing = await self.growing.serve(plan.digest, request.header("range"), record)
             if not isinstance(growing, Committed):
                 return growing
-            blob = await self.store.open_blob(plan.digest)
+            blob = await self.growing.committed_blob(self.store, plan.digest)
         if blob is None:
             if local_only:
                 return None

@@ -218,7 +218,9 @@ class PeerRelay(Relay):
             me, names, membership, self.book.snapshot(), self.policy,
             now=time.monotonic(),
             quarantined=self.book.quarantined(),
-            per_peer_cap=self.max_per_peer,
+            # A download being followed is bounded by the homes' fan-out and the provider's own gate;
+            # containerd 2.1 follows one layer with many ranged requests, which this cap would refuse.
+            per_peer_cap=None if record.extra.get("claim") == "follower" else self.max_per_peer,
             scope="this region" + (" or others" if other_regions else ""),
         )
         if choice.busy and self.relays.reporter is not None:

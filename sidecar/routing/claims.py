@@ -14,6 +14,9 @@ Rules:
 - Every entry has a lease of `lease` seconds. The fetcher renews it while its download grows and drops it
   when done; a fetcher that dies simply stops renewing, and its entry is gone within `lease` seconds.
   Expired entries are counted (`expired_total`: the metric of dead claims).
+- A follower that asks again is offered only fetchers nearer the upstream download than itself (smaller
+  depth): never its own followers, whose bytes come from it (a cycle would stall both). When none is left
+  (its sources died) it becomes the claimant.
 - Fan-out is bounded: a fetcher is handed to at most `fan_out` followers. When every fetcher is full, the
   least loaded one is handed out anyway (capacity grows by `fan_out` with every follower, so this only
   happens when followers arrive faster than they register).
@@ -93,6 +96,8 @@ class ClaimTable:
             mine.expiry = now + self.lease
             return ClaimAnswer(claimant=True)
         others = [(name, f) for name, f in fetchers.items() if name != asker]
+        if mine is not None:  # a follower asking again (a resume, or 2.1's next chunk): only its sources
+            others = [(name, f) for name, f in others if f.depth < mine.depth]
         if not others:
             fetchers[asker] = Fetcher(now + self.lease, claimant=True)
             self.claims_total += 1

@@ -55,6 +55,17 @@ def test_a_claimant_that_asks_again_stays_the_claimant() -> None:
     assert table.claim("r1", KEY, "a", 1.0).claimant
 
 
+def test_a_follower_asking_again_is_never_sent_to_its_own_followers() -> None:
+    table = ClaimTable(fan_out=1)
+    table.claim("r1", KEY, "a", 0.0)
+    assert table.claim("r1", KEY, "b", 0.0).fetching[0] == "a"
+    assert table.claim("r1", KEY, "c", 0.0).fetching[0] == "b"  # a is full: c follows b
+    assert table.claim("r1", KEY, "b", 1.0).fetching == ("a",)  # b again: a, never c (c follows b)
+    table.release("r1", [KEY], "a")
+    assert table.claim("r1", KEY, "b", 2.0).claimant  # its source is gone: b fetches upstream itself
+    assert table.claim("r1", KEY, "c", 2.0).fetching == ("b",)
+
+
 def test_fan_out_builds_a_tree_not_a_star() -> None:
     table = ClaimTable(fan_out=2, offer=1)
     table.claim("r1", KEY, "n0", 0.0)
