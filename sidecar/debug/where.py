@@ -37,7 +37,7 @@ from sidecar.oci import (
 )
 from sidecar.oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from sidecar.oci.reference import is_tag
-from sidecar.registry.crossing import plan_crossing
+from sidecar.registry.crossing import cap_share, plan_crossing
 from sidecar.registry.providers import MAX_PROVIDERS_TRIED, choose_providers
 from sidecar.registry.pulls import PullRecord
 from sidecar.registry.routes import ManifestRequest
@@ -132,6 +132,7 @@ def plan_sources(
     speeds: SpeedBook | None = None,
     size: int | None = None,
     registry: str = "",
+    region_rate_cap: float | None = None,
 ) -> SourcePlan:
     """The order the relay would try the holders in, what it would not ask, and the verdict. With
     `speeds`, other-region holders go through the relay's crossing rule too (auto, sidecar/registry/
@@ -145,7 +146,7 @@ def plan_sources(
     crossing = None
     if speeds is not None and not held_locally:
         crossing = plan_crossing(ranked, policy=policy, size=size, registry=registry, speeds=speeds,
-                                 now=speeds.clock())
+                                 now=speeds.clock(), region_rate_cap=region_rate_cap)
         dropped = [p for p in ranked if p not in crossing.kept]
         ranked = list(crossing.kept)
         why_dropped = crossing.dropped_reason or "auto: a closer provider is best, no cross-region fallback"
@@ -292,7 +293,8 @@ class _Walker:
         entry["in_progress"] = list(in_progress)
         plan = plan_sources(me, holders, membership, node.book.snapshot(), node.policy,
                             now=time.monotonic(), held_locally=held, quarantined=node.book.quarantined(),
-                            speeds=node.speeds, size=size, registry=self.registry)
+                            speeds=node.speeds, size=size, registry=self.registry,
+                            region_rate_cap=cap_share(node.caps.from_other_regions))
         entry.update(
             holders=list(holders),
             order=[asdict(s) for s in plan.order],
@@ -329,3 +331,4 @@ class _Walker:
         if response is None or not isinstance(response.body, bytes):
             return None
         return response.body
+

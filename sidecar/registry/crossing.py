@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from sidecar.caps.pacer import TierCaps
+from sidecar.caps.pacer import Cap, TierCaps
 from sidecar.http.client import StreamedResponse
 from sidecar.membership import CrossRegion, Tier, TopologyMode
 from sidecar.oci import Digest
@@ -47,6 +47,7 @@ def plan_crossing(
     speeds: SpeedBook,
     now: float,
     cap_admits: bool = True,
+    region_rate_cap: float | None = None,
 ) -> CrossingPlan:
     others = [p for p in ranked if p.tier is Tier.OTHER_REGION]
     if not others:
@@ -63,6 +64,7 @@ def plan_crossing(
     decision = decide_crossing(
         size=size, region=region, region_estimate=speeds.regions.get(region), registry=registry,
         upstream_estimate=speeds.upstream.get(registry), bias=policy.cross_region_bias, now=now,
+        region_rate_cap=region_rate_cap,
     )
     if decision.choice == PEER:
         return CrossingPlan(tuple(ranked), decision, "")
@@ -88,6 +90,7 @@ class CrossingGate:
             ranked, policy=self.policy, size=self.size_of(digest) if needs_size else None,
             registry=registry, speeds=self.speeds, now=self.speeds.clock(),
             cap_admits=cap is None or not needs_size or cap.admits(),
+            region_rate_cap=cap_share(cap),
         )
         if plan.decision is not None:
             record.extra.update(plan.decision.fields())
@@ -97,6 +100,11 @@ class CrossingGate:
             capped = plan.dropped_reason.startswith(CAPPED_REASON)
             record.missed(Miss.CAPPED if capped else Miss.AUTO_UPSTREAM, plan.dropped_reason)
         return list(plan.kept)
+
+
+def cap_share(cap: Cap | None) -> float | None:
+    """What one more relay would get of the cross-region cap (bytes/s): auto's bound on a region's rate."""
+    return None if cap is None else cap.rate / (cap.active + 1)
 
 
 def relay_chunks(

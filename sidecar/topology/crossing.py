@@ -23,6 +23,8 @@ region):
   `UNMEASURED_REGION_FIRST_BYTE_S`, a cautious single TCP stream across regions. A region faster than
   that proves it with its first relay; one that is slower is never tried while upstream beats the guess.
 - Unknown size: `ASSUMED_SIZE` (a typical layer), so latency alone never decides for a big blob.
+- A cross-region cap bounds the region's rate: one more relay gets at most its share of the cap
+  (`region_rate_cap`, from the caller), so a tight cap sends big blobs upstream rather than slowly over it.
 """
 
 from __future__ import annotations
@@ -133,19 +135,26 @@ def decide_crossing(
     upstream_estimate: LinkEstimate | None,
     bias: float,
     now: float,
+    region_rate_cap: float | None = None,
 ) -> CrossingDecision:
-    """Fetch this blob from `region` (PEER) or let containerd go upstream (UPSTREAM), and why."""
+    """Fetch this blob from `region` (PEER) or let containerd go upstream (UPSTREAM), and why.
+    `region_rate_cap`: the share of the cross-region cap one more relay would get (bytes/s), if capped."""
     known_size = size if size is not None and size >= 0 else ASSUMED_SIZE
     size_text = _mb(known_size) + ("" if size is not None and size >= 0 else " (size unknown: assumed)")
     region_est = region_estimate if region_estimate is not None and region_estimate.measured(now) else None
+    # A stale rate is no rate, but a known first-byte latency is still the best guess of it.
+    latency = region_estimate.first_byte_s if region_estimate is not None else None
+    first = latency if latency is not None else UNMEASURED_REGION_FIRST_BYTE_S
     if region_est is None:
-        over = UNMEASURED_REGION_FIRST_BYTE_S + known_size / UNMEASURED_REGION_BPS
-        if region_estimate is not None and region_estimate.first_byte_s is not None:
-            over = region_estimate.first_byte_s + known_size / UNMEASURED_REGION_BPS
+        rate = UNMEASURED_REGION_BPS
         region_text = f"{region} unmeasured (assumed {UNMEASURED_REGION_BPS / 1e6:.1f} MB/s)"
     else:
-        over = region_est.seconds_for(known_size, UNMEASURED_REGION_FIRST_BYTE_S)
+        rate = region_est.rate_bps or UNMEASURED_REGION_BPS
         region_text = f"{region} {_rate(region_est)}"
+    if region_rate_cap is not None and 0 < region_rate_cap < rate:
+        rate = region_rate_cap  # the cross-region cap, shared with the relays already under it
+        region_text += f" capped to {rate / 1e6:.1f} MB/s"
+    over = first + known_size / rate
     up_est = upstream_estimate if upstream_estimate is not None and upstream_estimate.measured(now) else None
     if up_est is None:
         return CrossingDecision(

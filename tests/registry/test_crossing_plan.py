@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.debug.render import format_where
+from sidecar.debug.render import _crossing_lines, format_where
 from sidecar.debug.where import plan_sources
 from sidecar.membership import CrossRegion, Membership, Peer, Tier, TopologyMode
 from sidecar.registry.crossing import AUTO_UPSTREAM_REASON, CAPPED_REASON, CrossingPlan, plan_crossing
@@ -88,3 +88,18 @@ def test_where_shows_the_auto_decision_and_the_holder_it_would_not_ask() -> None
                                     "verdict": plan_up.verdict, "why": plan_up.why, "auto": plan_up.auto,
                                     "order": [], "refused": [], "strangers": []}]})
     assert "auto: upstream (over eu" in text
+
+
+def test_status_text_lists_the_learned_speeds_decisions_and_caps() -> None:
+    speeds = book(upstream_bps=40 * MB, region_bps=60 * MB)
+    crossing = {"bias": 1.5, **speeds.snapshot(),
+                "decisions": [{"choice": "peer", "basis": "measured", "count": 2}],
+                "caps": {"to_peers": {"rate_bytes_per_s": 3e6, "throttled_s": 1.25, "refused": 1, "bytes": 9,
+                                      "active": 0}}}
+    lines = _crossing_lines(crossing)
+    text = "\n".join(lines)
+    assert "auto bias 1.5" in text
+    assert "upstream docker.io" in text and "40.0 MB/s" in text
+    assert "region   eu" in text and "60.0 MB/s" in text
+    assert "auto decisions: peer (measured) 2" in text
+    assert "cap to_peers: 3.0 MB/s, throttled 1.25s, refused 1" in text

@@ -130,3 +130,13 @@ def test_decision_fields_carry_both_estimates_the_choice_and_the_reason() -> Non
         "auto_choice", "auto_region", "auto_over_region_s", "auto_upstream_s", "auto_reason"
     }
     assert fields["auto_choice"] == "peer" and fields["auto_region"] == "eu"
+
+
+def test_the_cross_region_cap_bounds_what_a_region_can_give() -> None:
+    up = measured(10 * MB, 0.05)
+    region = measured(50 * MB, 0.05)
+    assert decide(100 * MB, region, up).choice == PEER
+    capped = decide_crossing(size=100 * MB, region="eu", region_estimate=region, registry="docker.io",
+                             upstream_estimate=up, bias=1.0, now=1.0, region_rate_cap=5 * MB)
+    assert capped.choice == UPSTREAM and "capped to 5.0 MB/s" in capped.reason
+    assert capped.over_region_s == pytest.approx(0.05 + 20.0)
