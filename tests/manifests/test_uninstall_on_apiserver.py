@@ -49,8 +49,14 @@ def kubectl(kubeconfig: Path, command: str) -> subprocess.CompletedProcess[str]:
         words.append("--wait=false")  # deletions are only started: nothing here would finish them
     if "apply" in words:
         words.append("--validate=false")  # 1.20's schema lacks the DaemonSet's maxSurge (lokal needs 1.25+)
-    return subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *words], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [KUBECTL, "--kubeconfig", str(kubeconfig), *words],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def namespace_phase(kubeconfig: Path) -> str | None:
