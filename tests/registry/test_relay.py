@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
+from sidecar.caps.bucket import TokenBucket
+from sidecar.caps.pacer import FROM_OTHER_REGIONS, Cap
 from sidecar.containerd import MemoryStore, OpenBlob, StreamBlob
 from sidecar.membership import CrossRegion, Peer, TopologyMode
 from sidecar.oci import Digest, digest_of
@@ -221,3 +223,19 @@ def test_with_two_other_contributors_a_clean_whole_body_shows_nobody_and_suspici
     mixed.record(str(LAYER_DIGEST), ["a", "b"])
     now[0] = 10
     assert mixed.first_to_ask(str(LAYER_DIGEST)) is None and mixed.verified(str(LAYER_DIGEST), "b") is None
+
+
+async def test_a_backed_up_cross_region_cap_sends_the_blob_upstream_at_once_instead_of_waiting() -> None:
+    async with cluster([A, B, C, D], {"d": await holding()}) as (nodes, port):
+        cap = Cap(FROM_OTHER_REGIONS, TokenBucket(1_000_000))
+        cap.bucket.reserve(3_000_000, cap.clock())  # other relays already hold 3 s of it
+        gate = nodes["a"].crossing
+        gate.caps.from_other_regions = cap
+        started = anyio.current_time()
+        status, _, body = await get(A.address or "", port)
+        assert status == 404 and anyio.current_time() - started < 1.0  # containerd goes upstream now
+        assert cap.refused == 1
+        cap.bucket = TokenBucket(50_000_000)  # the backlog is gone: the same blob crosses, paced
+        status, _, body = await get(A.address or "", port)
+    assert status == 200 and body == LAYER
+    assert cap.bytes_moved == len(LAYER)
