@@ -299,7 +299,7 @@ class PeerRelay(Relay):
                 log_event(log, "peer_failed", level=30, peer=peer.name, error=str(exc))
             else:
                 self.book.headers_after(time.monotonic() - started)
-                if self.crossing is not None:
+                if self.crossing is not None and not growing:  # a growing body waits for upstream
                     self.crossing.speeds.region_first_byte(peer.region, time.monotonic() - started)
                 if response.status not in (200, 206):
                     if response.status == 503:  # the provider's upload limit: a fast, honest no
@@ -503,7 +503,7 @@ class _RelayBody:
                 if received < self.length:
                     raise RelayFailed(f"{name} ended the body at {received} of {self.length}")
                 book.transferred(name, received - before, time.monotonic() - began)
-                if self.relay.crossing is not None:
+                if self.relay.crossing is not None and not self.following:  # following: upstream's pace
                     self.relay.crossing.speeds.region_body(
                         self.provider.peer.region, received - before, time.monotonic() - began
                     )
