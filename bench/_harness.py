@@ -41,7 +41,7 @@ from lokal_lab.containerd import ContainerdInstance  # noqa: E402
 from lokal_lab.cri import CriClient  # noqa: E402
 from lokal_lab.images import Blob, BuiltImage, build_image, push_image  # noqa: E402
 from lokal_lab.processes import ProcessGroup, wait_for  # noqa: E402
-from lokal_lab.registry import RegistryInstance  # noqa: E402
+from lokal_lab.registry import RegistryInstance, free_port  # noqa: E402
 
 # The upstream registry's name as containerd and lokal see it (hosts.toml maps it to the lab registry).
 REGISTRY_NAME = "registry.bench.test"
@@ -313,6 +313,31 @@ def prepare_store(group: ProcessGroup, base: Path, layer_sizes: Sequence[int], s
         cri.pull(f"{REGISTRY_NAME}/{REPOSITORY}:{TAG}", timeout=600)
     progress(f"store ready in {time.monotonic() - started:.1f}s ({sum(layer_sizes) / MiB:.0f} MiB of layers)")
     return StoreLab(registry, containerd, image)
+
+
+def lokal_serve_argv(port: int, lab: StoreLab, *options: str) -> list[str]:
+    """`lokal serve` on 127.0.0.1:`port` over the lab's containerd, mirroring the lab registry's name."""
+    return [
+        sys.executable, "-m", "sidecar", "serve",
+        "--listen", f"127.0.0.1:{port}",
+        "--containerd-socket", str(lab.containerd.socket),
+        "--mirrored-registries", REGISTRY_NAME,
+        *options,
+    ]  # fmt: skip
+
+
+def start_nginx(group: ProcessGroup, base: Path, lab: StoreLab) -> tuple[subprocess.Popen[bytes], int]:
+    """nginx serving the lab containerd's blob files at registry blob paths (see `nginx_config`)."""
+    port = free_port()
+    prefix = base / "nginx"
+    prefix.mkdir()
+    (prefix / "nginx.conf").write_text(nginx_config(prefix, port, lab.blob_dir))
+    proc = group.start(
+        "nginx",
+        [which_or_fail("nginx"), "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        log_path=base / "nginx.log",
+    )
+    return proc, port
 
 
 def source_version() -> dict[str, object]:

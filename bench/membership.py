@@ -59,14 +59,14 @@ from bench._harness import (
     StoreLab,
     cpu_seconds,
     load_average,
-    nginx_config,
+    lokal_serve_argv,
     prepare_store,
     progress,
     rounded,
     source_version,
+    start_nginx,
     terminate,
     wait_listening,
-    which_or_fail,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -366,30 +366,15 @@ def running_lokal(
     log_path = base / "lokal.log"
     proc = group.start(
         "lokal",
-        [
-            sys.executable,
-            "-m",
-            "sidecar",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--containerd-socket",
-            str(lab.containerd.socket),
-            "--discovery",
-            "kubernetes",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--node-name",
-            SELF,
-            "--topology-mode",
-            "prefer",
-            "--mirrored-registries",
-            REGISTRY_NAME,
-            "--log-format",
-            "json",
-            "--log-level",
-            "info",
-        ],
+        lokal_serve_argv(
+            port, lab,
+            "--discovery", "kubernetes",
+            "--kubeconfig", str(kubeconfig),
+            "--node-name", SELF,
+            "--topology-mode", "prefer",
+            "--log-format", "json",
+            "--log-level", "info",
+        ),
         log_path=log_path,
         cwd=ROOT,
     )
@@ -398,20 +383,6 @@ def running_lokal(
         yield proc.pid, port, MembershipLog(log_path)
     finally:
         group.stop(proc)
-
-
-def start_nginx(group: ProcessGroup, base: Path, lab: StoreLab) -> int:
-    """nginx serving the content store's blob files: the probes' reference server."""
-    port = free_port()
-    prefix = base / "nginx"
-    prefix.mkdir()
-    (prefix / "nginx.conf").write_text(nginx_config(prefix, port, lab.blob_dir))
-    conf = prefix / "nginx.conf"
-    proc = group.start(
-        "nginx", [which_or_fail("nginx"), "-p", str(prefix), "-c", str(conf)], log_path=base / "nginx.log"
-    )
-    wait_listening(port, proc, "nginx")
-    return port
 
 
 def parse_args() -> argparse.Namespace:
@@ -474,7 +445,8 @@ def main() -> int:
                 api.put_node(me)
                 with running_lokal(group, base, api, lab) as (pid, port, log):
                     blob_path = f"/v2/{REPOSITORY}/blobs/{lab.layers[0].digest}"
-                    nginx_port = start_nginx(group, base, lab)
+                    nginx, nginx_port = start_nginx(group, base, lab)
+                    wait_listening(nginx_port, nginx, "nginx")
                     prober = Prober(port, f"{blob_path}?ns={REGISTRY_NAME}", nginx_port, blob_path)
                     run = Run(api, pid, log, prober.start())
                     run.nodes[SELF] = me

@@ -50,8 +50,8 @@ from _harness import (
     cpu_seconds,
     fetch_sha256,
     load_average,
+    lokal_serve_argv,
     median,
-    nginx_config,
     per_round_ratios,
     prepare_store,
     progress,
@@ -59,6 +59,7 @@ from _harness import (
     rounded,
     run_wrk,
     source_version,
+    start_nginx,
     terminate,
     wait_listening,
     which_or_fail,
@@ -116,34 +117,11 @@ def start_servers(group: ProcessGroup, base: Path, lab: StoreLab) -> dict[str, S
     lokal_port = free_port()
     lokal = group.start(
         "lokal",
-        [
-            sys.executable,
-            "-m",
-            "sidecar",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{lokal_port}",
-            "--containerd-socket",
-            str(lab.containerd.socket),
-            "--discovery",
-            "none",
-            "--mirrored-registries",
-            REGISTRY_NAME,
-            "--log-level",
-            "warning",
-        ],
+        lokal_serve_argv(lokal_port, lab, "--discovery", "none", "--log-level", "warning"),
         log_path=base / "lokal.log",
         cwd=ROOT,
     )
-    nginx_port = free_port()
-    prefix = base / "nginx"
-    prefix.mkdir()
-    (prefix / "nginx.conf").write_text(nginx_config(prefix, nginx_port, lab.blob_dir))
-    nginx = group.start(
-        "nginx",
-        [which_or_fail("nginx"), "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        log_path=base / "nginx.log",
-    )
+    nginx, nginx_port = start_nginx(group, base, lab)
     wait_listening(lokal_port, lokal, "lokal serve")
     wait_listening(nginx_port, nginx, "nginx")
     registry_proc = lab.registry._proc  # started by RegistryInstance through our group
