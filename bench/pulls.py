@@ -423,6 +423,21 @@ def machine() -> dict[str, Any]:
     }
 
 
+def chosen_containerd(parser: argparse.ArgumentParser, series: str | None) -> Any:
+    """--containerd, made the lab's default for this process and the ones it starts; an error names it."""
+    from lokal_lab.containerd_versions import ContainerdVersionError, default_version, use_version
+
+    try:
+        return use_version(series) if series else default_version()
+    except ContainerdVersionError as exc:
+        parser.error(f"--containerd: {exc}")
+
+
+def default_out(quick: bool, series: str) -> Path:
+    suffix = "" if series == "1.6" else f"-containerd{series}"
+    return ROOT / "bench" / "results" / (("pulls-quick" if quick else "pulls") + suffix + ".json")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -436,13 +451,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--auto-only", action="store_true",
         help="run only the auto section (rolling across regions: never / always / auto, two link regimes)",
     )
+    parser.add_argument(
+        "--containerd", metavar="VERSION", default=None,
+        help="the lab's containerd: 1.6 (the system's), 1.7 or 2.1 (default: LOKAL_CONTAINERD or 1.6)",
+    )
     args = parser.parse_args(argv)
+    containerd = chosen_containerd(parser, args.containerd)
     profile = QUICK if args.quick else FULL
     if args.interregion_delay_ms is not None:
         if not 0 <= args.interregion_delay_ms <= 200:
             parser.error("--interregion-delay-ms must be 0..200")
         profile = replace(profile, interregion_delay_ms=args.interregion_delay_ms)
-    out = args.out or ROOT / "bench" / "results" / ("pulls-quick.json" if args.quick else "pulls.json")
+    out = args.out or default_out(args.quick, containerd.series)
 
     from lokal_lab.cluster import LabCluster
     from lokal_lab.network import lab_unavailable_reason
@@ -495,6 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profile": "quick" if args.quick else "full",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": host,
+        "containerd": containerd.series
+        + (" (concurrent_layer_fetch_buffer 1 MiB)" if containerd.fetches_layers_in_ranges else ""),
         "topology": {
             "nodes": [asdict(n) for n in topology.nodes],
             "regions": list(topology.regions),

@@ -84,7 +84,7 @@ def containerd_version(series: str) -> ContainerdVersion:
     """The installed containerd of `series`; ContainerdVersionError when unknown or not installed."""
     if series not in SERIES:
         raise ContainerdVersionError(
-            f"{ENV_VERSION}={series!r}: unknown containerd version (choose one of {', '.join(SERIES)})"
+            f"unknown containerd version {series!r} (choose one of {', '.join(SERIES)})"
         )
     if series == SYSTEM_SERIES:
         if shutil.which("containerd") is None:
@@ -104,7 +104,10 @@ def default_series() -> str:
 
 def default_version() -> ContainerdVersion:
     """The lab's default containerd: LOKAL_CONTAINERD, or the system's 1.6."""
-    return containerd_version(default_series())
+    try:
+        return containerd_version(default_series())
+    except ContainerdVersionError as exc:
+        raise ContainerdVersionError(f"{ENV_VERSION}: {exc}") from None
 
 
 def installed_series() -> list[str]:
@@ -117,3 +120,11 @@ def installed_series() -> list[str]:
             continue
         found.append(series)
     return found
+
+
+def use_version(series: str) -> ContainerdVersion:
+    """Make `series` the default for this process and the ones it starts (the demo's and benchmarks'
+    --containerd): sets LOKAL_CONTAINERD. ContainerdVersionError when unknown or not installed."""
+    version = containerd_version(series)
+    os.environ[ENV_VERSION] = series
+    return version

@@ -267,6 +267,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lokal demo: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    containerd = getattr(args, "containerd", None)
+    if containerd:
+        from lokal_lab.containerd_versions import ContainerdVersionError, use_version
+
+        try:
+            use_version(containerd)
+        except ContainerdVersionError as exc:
+            print(f"lokal demo: --containerd {containerd}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     reason = unsupported_reason()
     if reason:
         print(f"lokal demo: cannot run here: {reason}", file=sys.stderr)

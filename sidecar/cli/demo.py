@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON here")
     parser.add_argument("--nodes", type=int, default=5, help="lab nodes, 3..30 [5]")
     parser.add_argument("--image-mb", type=int, default=40, help="image size in MB [40]")
+    parser.add_argument("--containerd", metavar="VERSION", default=None,
+                        help="the lab's containerd: 1.6 (the system's), 1.7 or 2.1 [LOKAL_CONTAINERD or 1.6]")
     parser.set_defaults(run=run)
 
 

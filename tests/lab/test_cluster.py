@@ -196,7 +196,10 @@ def test_the_demo_says_why_and_exits_non_zero_where_the_lab_cannot_run(
     assert "cannot run here: the lab needs root" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("given", "flag"), [({"nodes": 2}, "--nodes"), ({"image_mb": 0}, "--image-mb")])
+@pytest.mark.parametrize(
+    ("given", "flag"),
+    [({"nodes": 2}, "--nodes"), ({"image_mb": 0}, "--image-mb"), ({"containerd": "1.5"}, "--containerd 1.5")],
+)
 def test_the_demo_rejects_bad_flags_naming_them(
     given: dict[str, int], flag: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
