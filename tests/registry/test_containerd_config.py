@@ -142,6 +142,7 @@ def test_containerd_without_config_path_gets_a_warning_and_with_it_none(
 
 
 @needs_real_parts
+@pytest.mark.containerd_matrix  # the generated dial_timeout: honoured by 2.1, ignored without error by 1.x
 @pytest.mark.parametrize("prepend", [False, True], ids=["plain", "prepend-existing"])
 def test_a_real_pull_goes_through_lokal_with_the_files_lokal_configure_wrote(
     processes: ProcessGroup, tmp_path: Path, prepend: bool
