@@ -154,11 +154,14 @@ class PeerRelay(Relay):
             joined = await self._join_shared(digest, byte_range, record)
             if joined is not None:
                 return joined
-        ranked = await self._providers(digest, record, plan.registry, claim=is_blob)
+        # A continuation never claims: containerd 2.1 takes a 404 for a later chunk of a body this mirror
+        # began as fatal (it does not try the next host for a chunk), so it must find whoever has the blob.
+        claim = is_blob and not record.continuation
+        ranked = await self._providers(digest, record, plan.registry, claim=claim)
         if not ranked:
             return None
         following = record.extra.get("claim") == "follower"
-        share = is_blob and not following and _opens_a_chunked_fetch(byte_range) and self.shared.room()
+        share = is_blob and _opens_a_chunked_fetch(byte_range) and self.shared.room()
         path = f"/v2/{plan.repository}/{'blobs' if is_blob else 'manifests'}/{digest}"
         target = f"{path}?ns={plan.registry}"
         waited = time.monotonic()
@@ -179,7 +182,7 @@ class PeerRelay(Relay):
         if isinstance(plan, ManifestRequest):
             return await self._manifest(provider, response, digest, record)
         if share:
-            return self._share(ranked, provider, response, target, digest, record)
+            return self._share(ranked, provider, response, target, digest, record, following)
         return self._blob(ranked, provider, response, target, digest, record, following)
 
     # -- choosing providers ------------------------------------------------------------------------
@@ -374,13 +377,15 @@ class PeerRelay(Relay):
         target: str,
         digest: Digest,
         record: PullRecord,
+        following: bool,
     ) -> Response | None:
-        """Open the shared fetch of a whole blob (verified as a whole relay is), and serve `bytes=0-`."""
+        """Open the shared fetch of a whole blob (verified as a whole relay is), and serve `bytes=0-`.
+        Following a download shares too: one growing stream per blob, not one per chunk."""
         size, _, length, _ = _extent(response)
         if size is None or length != size:
             record.missed(Miss.PROVIDERS_FAILED, f"{provider.peer.name} sent no usable length")
             return None
-        body = _RelayBody(self, ranked, provider, response, target, digest, 0, size, size, record)
+        body = _RelayBody(self, ranked, provider, response, target, digest, 0, size, size, record, following)
         chunks = body.chunks()
 
         async def close() -> None:
