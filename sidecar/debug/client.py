@@ -9,12 +9,14 @@ Rules:
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+
+from sidecar.hosts.settings import SettingError, parse_listen
+from sidecar.topology.admission import is_loopback
 
 DEFAULT_PORT = 5050
 
@@ -25,8 +27,11 @@ class DebugClientError(Exception):
 
 def default_server(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
-    _, _, port = env.get("LOKAL_LISTEN", "").rpartition(":")
-    return f"http://127.0.0.1:{port if port.isdigit() else DEFAULT_PORT}"
+    try:  # the same reading of LOKAL_LISTEN as lokal serve's
+        port = parse_listen(env["LOKAL_LISTEN"], "LOKAL_LISTEN")[1]
+    except (KeyError, SettingError):
+        port = DEFAULT_PORT
+    return f"http://127.0.0.1:{port}"
 
 
 def parse_server(url: str) -> tuple[str, int]:
@@ -38,14 +43,9 @@ def parse_server(url: str) -> tuple[str, int]:
         port = parts.port or DEFAULT_PORT
     except ValueError:
         raise DebugClientError(f"--server {url!r}: bad port") from None
-    if host != "localhost":
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise DebugClientError(f"--server {url!r}: the debug endpoint answers loopback only "
-                                   "(run this on the node, e.g. kubectl exec into its lokal pod)")
+    if host != "localhost" and not is_loopback(host):
+        raise DebugClientError(f"--server {url!r}: the debug endpoint answers loopback only "
+                               "(run this on the node, e.g. kubectl exec into its lokal pod)")
     return host, port
 
 

@@ -9,7 +9,6 @@ Rules:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 from typing import Any
@@ -23,7 +22,7 @@ from sidecar.http.messages import Handler, Request, Response
 from sidecar.metrics import Metrics
 from sidecar.metrics.tally import PullTally
 from sidecar.registry.routes import OperatorCall
-from sidecar.topology.admission import normalize_address
+from sidecar.topology.admission import is_loopback
 
 JSON = "application/json"
 MAX_REF = 512
@@ -49,11 +48,6 @@ class OperatorEndpoint:
             except BadTarget as exc:
                 return _json(400, {"error": str(exc)})
         return _json(404, {"error": f"no debug page {call.path[:60]!r} (status, where)"})
-
-
-def is_loopback(client: str) -> bool:
-    address = normalize_address(client)
-    return address is not None and ipaddress.ip_address(address).is_loopback
 
 
 def metrics_response(metrics: Metrics) -> Response:

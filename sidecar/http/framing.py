@@ -86,7 +86,7 @@ def read_request(event: h11.Request, client: tuple[str, int]) -> tuple[Request, 
             content_length = int(value)
         elif name == b"transfer-encoding":
             chunked = True
-        elif name == b"connection" and keep_alive and _has_close_token(value):
+        elif name == b"connection" and keep_alive and has_close_token(value):
             keep_alive = False
         headers.append((name.decode("latin-1"), value.decode("latin-1")))
     target = raw_target.decode("latin-1")
@@ -126,7 +126,7 @@ def response_head(response: Response, *, method: str, keep_alive: bool, http11: 
             continue
         line = _header_line(name, value)
         if lowered == "connection":
-            if _has_close_token(value.encode("latin-1")):
+            if has_close_token(value.encode("latin-1")):
                 keep_alive = False
             connection = [*(connection or []), line]
             continue
@@ -178,7 +178,8 @@ LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def _has_close_token(value: bytes) -> bool:
+def has_close_token(value: bytes) -> bool:
+    """Whether a Connection header value names the `close` option (a token, not a substring)."""
     return any(token.strip().lower() == b"close" for token in value.split(b","))
 
 

@@ -25,6 +25,7 @@ import anyio
 import h11
 
 from sidecar.http import sockio
+from sidecar.http.framing import has_close_token
 
 RECV_SIZE = 1024 * 1024
 MAX_HEAD_BYTES = 64 * 1024  # a peer's answer head is a few hundred bytes
@@ -124,8 +125,8 @@ class PeerConnection:
 
     def _frame_body(self, response: h11.Response, method: str) -> None:
         headers = {name: value for name, value in response.headers}
-        self._keep_alive = (
-            response.http_version == b"1.1" and b"close" not in headers.get(b"connection", b"").lower()
+        self._keep_alive = response.http_version == b"1.1" and not has_close_token(
+            headers.get(b"connection", b"")
         )
         if method == "HEAD" or response.status_code in (204, 304):
             self._remaining = 0

@@ -16,7 +16,6 @@ Rules:
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from sidecar.membership import Membership, Tier
 from sidecar.metrics.definitions import Metrics
 from sidecar.metrics.tally import PullTally
 from sidecar.registry.pulls import PullRecord
-from sidecar.topology.admission import normalize_address
+from sidecar.topology.admission import is_loopback, normalize_address
 from sidecar.topology.policy import tier_of
 
 HITS = ("local", "peer")
@@ -88,7 +87,7 @@ def asker_tier(client: str, membership: Membership | None) -> str:
     peer = membership.by_address(address) if membership is not None else None
     if me is not None and peer is not None:  # members first: a lab's nodes may sit on 127.0.0.x
         return tier_of(me, peer).value
-    if ipaddress.ip_address(address).is_loopback:
+    if is_loopback(address):
         return Tier.SAME_NODE.value
     return Tier.UNKNOWN.value
 

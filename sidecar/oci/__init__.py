@@ -1,7 +1,7 @@
 """OCI grammar and documents: digests, references, media types, manifest walking, error bodies. Pure."""
 
 from sidecar.oci.digest import Digest, InvalidDigest, digest_of, is_digest, parse_digest
-from sidecar.oci.errors import ErrorCode, error_body
+from sidecar.oci.errors import ErrorCode, error_body, oci_error
 from sidecar.oci.manifest import Descriptor, children
 from sidecar.oci.mediatypes import ALL_MANIFEST_TYPES, NotAManifest, load_manifest
 from sidecar.oci.reference import (
@@ -30,6 +30,7 @@ __all__ = [
     "is_registry_host",
     "is_repository_name",
     "load_manifest",
+    "oci_error",
     "parse_digest",
     "parse_reference",
     "split_image_name",

@@ -26,7 +26,7 @@ import anyio
 from sidecar.containerd import OpenBlob, Store
 from sidecar.containerd.ingest import APPEAR_TIMEOUT, STALL_TIMEOUT, GrowingBlob, find_ingest
 from sidecar.http.messages import Response, StreamBody
-from sidecar.oci import Digest, ErrorCode, error_body
+from sidecar.oci import Digest, ErrorCode, oci_error
 from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.ranges import Unsatisfiable, parse_range
 from sidecar.security import Gate
@@ -83,14 +83,12 @@ class GrowingSource:
             byte_range = parse_range(range_header, ingest.total)
         except Unsatisfiable:
             record.missed(Miss.RANGE, "range not satisfiable")
-            return Response(416, [("Content-Range", f"bytes */{ingest.total}"),
-                                  ("Content-Type", "application/json")],
-                            error_body(ErrorCode.RANGE_INVALID, "range not satisfiable"))
+            return oci_error(416, ErrorCode.RANGE_INVALID, "range not satisfiable",
+                             [("Content-Range", f"bytes */{ingest.total}")])
         if not self.gate.try_enter():
             record.missed(Miss.UPLOAD_LIMIT, "in-progress upload limit reached")
             record.status = 503
-            return Response(503, [("Content-Type", "application/json")],
-                            error_body(ErrorCode.UNSUPPORTED, "this node serves its maximum of followers"))
+            return oci_error(503, ErrorCode.UNSUPPORTED, "this node serves its maximum of followers")
         blob = GrowingBlob.open(ingest, blob_path)
         if blob is None:
             self.gate.leave()

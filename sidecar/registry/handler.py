@@ -12,7 +12,6 @@ Rules:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from sidecar.caps.pacer import Cap, paced_response
 from sidecar.containerd import FileBlob, OpenBlob, Store, StoreUnavailable
 from sidecar.http.messages import FileBody, Request, Response, StreamBody
-from sidecar.oci import Digest, ErrorCode, error_body
+from sidecar.oci import Digest, ErrorCode, oci_error
 from sidecar.registry.bodies import on_body_done
 from sidecar.registry.growing import GROWING_HEADER, Committed, GrowingSource
 from sidecar.registry.pulls import Miss, PullObserver, PullRecord
@@ -40,7 +39,7 @@ from sidecar.registry.routes import (
     query_of,
 )
 from sidecar.security import TOKEN_HEADER, Gate
-from sidecar.topology.admission import normalize_address
+from sidecar.topology.admission import is_loopback
 
 LOCAL_ONLY_HEADER = "x-lokal-local-only"
 JSON = "application/json"
@@ -93,7 +92,7 @@ class RegistryHandler:
 
     def _authenticated(self, request: Request) -> bool:
         """Peers must present the shared token when one is configured; containerd (loopback) never does."""
-        if self.peer_auth is None or _is_loopback(request.client[0]):
+        if self.peer_auth is None or is_loopback(request.client[0]):
             return True
         return self.peer_auth(request.header(TOKEN_HEADER))
 
@@ -223,8 +222,8 @@ class RegistryHandler:
         except Unsatisfiable:
             blob.close()
             record.missed(Miss.RANGE, "range not satisfiable")
-            return Response(416, [("Content-Range", f"bytes */{blob.size}"), ("Content-Type", JSON)],
-                            error_body(ErrorCode.RANGE_INVALID, "range not satisfiable"))
+            return oci_error(416, ErrorCode.RANGE_INVALID, "range not satisfiable",
+                             [("Content-Range", f"bytes */{blob.size}")])
         record.result, record.tier, record.source = "local", "same_node", blob.source
         return _blob_response(plan.digest, blob, byte_range, record)
 
@@ -275,12 +274,4 @@ def _finishing(response: Response, record: PullRecord) -> Response:
     return on_body_done(response, done)
 
 
-def _is_loopback(address: str) -> bool:
-    normalized = normalize_address(address)
-    return normalized is not None and ipaddress.ip_address(normalized).is_loopback
-
-
-def oci_error(status: int, code: ErrorCode, message: str) -> Response:
-    body = error_body(code, message)
-    return Response(status, [("Content-Type", JSON)], body)
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import anyio
 
 from sidecar.http.messages import Request, Response
-from sidecar.oci import Digest, ErrorCode
-from sidecar.registry.handler import PeerHandler, PeersNotKnownYet, Relay, oci_error
+from sidecar.oci import Digest, ErrorCode, oci_error
+from sidecar.registry.handler import PeerHandler, PeersNotKnownYet, Relay
 from sidecar.registry.pulls import PullRecord
 from sidecar.registry.routes import BlobRequest, ManifestRequest
 from sidecar.routing.router import Router

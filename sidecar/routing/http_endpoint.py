@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from sidecar.http.messages import Request, Response
-from sidecar.oci import ErrorCode, error_body
+from sidecar.oci import ErrorCode, oci_error
 from sidecar.routing.protocol import CONTENT_TYPE, ProtocolError
 from sidecar.routing.service import IndexService, NotAMember
 from sidecar.topology.admission import normalize_address
@@ -21,9 +21,9 @@ def peer_endpoint(
 ) -> Callable[[Request, str], Awaitable[Response]]:
     async def handle(request: Request, path: str) -> Response:
         if path not in ("advertise", "lookup", "fetching"):
-            return _error(404, ErrorCode.UNSUPPORTED, f"unknown peer call {path[:40]!r}")
+            return oci_error(404, ErrorCode.UNSUPPORTED, f"unknown peer call {path[:40]!r}")
         if request.method != "POST":
-            return _error(405, ErrorCode.UNSUPPORTED, "peer calls are POST")
+            return oci_error(405, ErrorCode.UNSUPPORTED, "peer calls are POST")
         source = normalize_address(request.client[0]) or ""
         try:
             if path == "advertise":
@@ -33,13 +33,11 @@ def peer_endpoint(
             else:
                 reply = index.handle_lookup(source, request.body, clock())
         except NotAMember as exc:
-            return _error(403, ErrorCode.DENIED, str(exc))
+            return oci_error(403, ErrorCode.DENIED, str(exc))
         except ProtocolError as exc:
-            return _error(exc.status, ErrorCode.UNSUPPORTED, str(exc))
+            return oci_error(exc.status, ErrorCode.UNSUPPORTED, str(exc))
         return Response(200, [("Content-Type", CONTENT_TYPE)], reply)
 
     return handle
 
 
-def _error(status: int, code: ErrorCode, message: str) -> Response:
-    return Response(status, [("Content-Type", "application/json")], error_body(code, message))

@@ -42,6 +42,12 @@ def normalize_address(source: str) -> str | None:
     return str(ip)
 
 
+def is_loopback(source: str) -> bool:
+    """Whether a request's source address (any spelling `normalize_address` reads) is this host's."""
+    address = normalize_address(source)
+    return address is not None and ipaddress.ip_address(address).is_loopback
+
+
 def admit_request(source: str, membership: Membership, policy: TopologyPolicy) -> Admission:
     """Whether a request from `source` may be served, with the reason (for the log and the 403 body)."""
     if source in _LOOPBACK_TEXT:  # containerd on this node: every request, so skip the parsing
@@ -49,7 +55,7 @@ def admit_request(source: str, membership: Membership, policy: TopologyPolicy) -
     address = normalize_address(source)
     if address is None:
         return Admission(False, f"source address {source!r} is not an IP address")
-    if ipaddress.ip_address(address).is_loopback:
+    if is_loopback(address):
         return _LOOPBACK
     peer = membership.by_address(address)
     if peer is None:
