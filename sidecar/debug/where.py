@@ -25,18 +25,8 @@ from sidecar.containerd import StoreUnavailable
 from sidecar.debug.view import NodeView
 from sidecar.hosts.settings import DEFAULT_REGISTRY_DIR
 from sidecar.membership import Membership, Peer, Tier
-from sidecar.oci import (
-    Digest,
-    InvalidDigest,
-    NotAManifest,
-    children,
-    is_registry_host,
-    is_repository_name,
-    load_manifest,
-    parse_digest,
-)
+from sidecar.oci import Digest, ImageReference, NotAManifest, children, load_manifest, parse_image_reference
 from sidecar.oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES
-from sidecar.oci.reference import is_tag
 from sidecar.registry.crossing import cap_share, plan_crossing
 from sidecar.registry.providers import MAX_PROVIDERS_TRIED, choose_providers
 from sidecar.registry.pulls import PullRecord
@@ -52,14 +42,6 @@ PLACEHOLDER_REPOSITORY = "lokal/where"  # peers serve by digest; a bare digest s
 
 class BadTarget(ValueError):
     """The IMAGE|DIGEST argument cannot be parsed; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    registry: str
-    repository: str
-    tag: str | None
-    digest: Digest | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,41 +63,14 @@ class SourcePlan:
     auto: dict[str, object] | None = None  # the cross-region auto decision, when one was needed
 
 
-def parse_target(text: str, default_registry: str = DEFAULT_REGISTRY) -> Target:
+def parse_target(text: str, default_registry: str = DEFAULT_REGISTRY) -> ImageReference:
     """`sha256:...`, or `[registry/]repository[:tag][@digest]` (docker.io's `library/` rule included)."""
     text = text.strip()
     if not text:
         raise BadTarget("give an image reference or a digest")
-    if text.startswith("sha256:") or text.startswith("sha512:"):
-        return Target("", "", None, _digest(text))
-    name, _, digest_text = text.partition("@")
-    digest = _digest(digest_text) if digest_text else None
-    tag: str | None = None
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        name, _, tag = name.rpartition(":")
-        if not is_tag(tag):
-            raise BadTarget(f"invalid tag {tag[:80]!r}")
-    first, slash, rest = name.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        registry, repository = first, rest
-    else:
-        registry, repository = default_registry, name
-        if registry == "docker.io" and "/" not in repository:
-            repository = f"library/{repository}"
-    if not is_registry_host(registry):
-        raise BadTarget(f"invalid registry {registry[:80]!r}")
-    if not is_repository_name(repository):
-        raise BadTarget(f"invalid repository name {repository[:80]!r}")
-    if digest is None and tag is None:
-        tag = "latest"
-    return Target(registry, repository, tag, digest)
-
-
-def _digest(text: str) -> Digest:
     try:
-        return parse_digest(text)
-    except InvalidDigest as exc:
+        return parse_image_reference(text, default_registry)
+    except ValueError as exc:  # InvalidReference, InvalidDigest
         raise BadTarget(str(exc)) from None
 
 

@@ -5,10 +5,12 @@ from sidecar.oci.errors import ErrorCode, error_body, oci_error
 from sidecar.oci.manifest import Descriptor, children
 from sidecar.oci.mediatypes import ALL_MANIFEST_TYPES, NotAManifest, load_manifest
 from sidecar.oci.reference import (
+    ImageReference,
     InvalidReference,
     Tag,
     is_registry_host,
     is_repository_name,
+    parse_image_reference,
     parse_reference,
     split_image_name,
     tag_key,
@@ -19,6 +21,7 @@ __all__ = [
     "Descriptor",
     "Digest",
     "ErrorCode",
+    "ImageReference",
     "InvalidDigest",
     "InvalidReference",
     "NotAManifest",
@@ -32,6 +35,7 @@ __all__ = [
     "load_manifest",
     "oci_error",
     "parse_digest",
+    "parse_image_reference",
     "parse_reference",
     "split_image_name",
     "tag_key",

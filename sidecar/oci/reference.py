@@ -62,15 +62,60 @@ def tag_key(registry: str, repository: str, tag: str) -> str:
     return f"{registry}/{repository}:{tag}"
 
 
+@dataclass(frozen=True, slots=True)
+class ImageReference:
+    """`registry/repository[:tag][@digest]`; a bare digest has an empty registry and repository."""
+
+    registry: str
+    repository: str
+    tag: str | None
+    digest: Digest | None
+
+
+def parse_image_reference(text: str, default_registry: str | None = None) -> ImageReference:
+    """An image reference, the one grammar for containerd's image names and the operator's arguments.
+
+    With `default_registry`, as docker reads a name typed by a person: the first component is a registry
+    only if it looks like a host (a dot, a port, or `localhost`), docker.io's one-component names get
+    `library/`, and a name with neither tag nor digest means `latest`; `sha256:...` alone is a digest.
+    Without it, as containerd names images: the first component is always the registry.
+    Raises InvalidReference (or InvalidDigest) naming the bad part."""
+    if default_registry is not None and (text.startswith("sha256:") or text.startswith("sha512:")):
+        return ImageReference("", "", None, parse_digest(text))
+    name, _, digest_text = text.partition("@")
+    digest = parse_digest(digest_text) if digest_text else None
+    tag: str | None = None
+    if ":" in name.rsplit("/", 1)[-1]:
+        name, _, tag = name.rpartition(":")
+        if not is_tag(tag):
+            raise InvalidReference(f"invalid tag {tag[:80]!r}")
+    first, slash, rest = name.partition("/")
+    if default_registry is None:
+        if not slash:
+            raise InvalidReference(f"{text[:80]!r} names no registry")
+        registry, repository = first, rest
+    elif slash and ("." in first or ":" in first or first == "localhost"):
+        registry, repository = first, rest
+    else:
+        registry, repository = default_registry, name
+        if registry == "docker.io" and "/" not in repository:
+            repository = f"library/{repository}"
+    if not is_registry_host(registry):
+        raise InvalidReference(f"invalid registry {registry[:80]!r}")
+    if not is_repository_name(repository):
+        raise InvalidReference(f"invalid repository name {repository[:80]!r}")
+    if default_registry is not None and digest is None and tag is None:
+        tag = "latest"
+    return ImageReference(registry, repository, tag, digest)
+
+
 def split_image_name(name: str) -> tuple[str, str, str] | None:
-    """Split a containerd image name `<registry>/<repo>:<tag>` into its parts; None for other shapes
-    (digest references such as `repo@sha256:...`, or bare config digests)."""
-    if "@" in name or "/" not in name:
+    """A containerd image name `<registry>/<repo>:<tag>` as its parts; None for other shapes (digest
+    references such as `repo@sha256:...`, or bare config digests)."""
+    try:
+        reference = parse_image_reference(name)
+    except ValueError:
         return None
-    registry, _, rest = name.partition("/")
-    repository, colon, tag = rest.rpartition(":")
-    if not colon or "/" in tag:
+    if reference.tag is None or reference.digest is not None:
         return None
-    if not (is_registry_host(registry) and is_repository_name(repository) and is_tag(tag)):
-        return None
-    return registry, repository, tag
+    return reference.registry, reference.repository, reference.tag
