@@ -15,7 +15,7 @@ from lokal_lab.registry import RegistryInstance
 from sidecar.containerd import FileBlob, KeyChange, StreamBlob
 from sidecar.oci import digest_of, parse_digest
 from sidecar.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
-from tests.conftest import REAL_PARTS_MISSING
+from tests.conftest import REAL_PARTS_MISSING, skip_or_fail
 from tests.containerd.harness import ContainerdHarness, Harness, MemoryHarness, make_image
 
 pytestmark = [pytest.mark.anyio, pytest.mark.containerd_matrix]
@@ -27,7 +27,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield MemoryHarness()
         return
     if REAL_PARTS_MISSING:
-        pytest.skip(REAL_PARTS_MISSING)
+        skip_or_fail(REAL_PARTS_MISSING)
     containerd: ContainerdInstance = request.getfixturevalue("containerd")
     registry: RegistryInstance = request.getfixturevalue("registry")
     harness = ContainerdHarness(containerd, registry)
@@ -138,7 +138,7 @@ async def test_change_stream_reports_a_new_image_then_its_removal(harness: Harne
 @pytest.fixture
 def needs_containerd() -> None:
     if REAL_PARTS_MISSING:
-        pytest.skip(REAL_PARTS_MISSING)
+        skip_or_fail(REAL_PARTS_MISSING)
 
 
 @pytest.mark.usefixtures("needs_containerd")

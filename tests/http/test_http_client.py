@@ -80,7 +80,9 @@ async def test_a_pooled_connection_the_peer_closed_is_replaced_transparently(han
             first = await client.get("127.0.0.1", running.port, "/echo")
             async with first:
                 await first.read(1000)
-            await anyio.sleep(0.5)  # the server closes the idle connection meanwhile
+            with anyio.fail_after(5):  # until the server has closed the idle connection
+                while running.server.connection_count:
+                    await anyio.sleep(0.01)
             second = await client.get("127.0.0.1", running.port, "/echo")
             async with second:
                 await second.read(1000)
@@ -251,19 +253,26 @@ async def test_an_answer_without_a_length_ends_with_the_close() -> None:
 
 
 async def test_a_pooled_connection_is_checked_before_it_carries_a_request() -> None:
+    read = [anyio.Event() for _ in range(3)]  # the client has read answer n to its end
+    spoiled = [anyio.Event() for _ in range(3)]  # connection n is closed, or talked out of turn, since
+
     async def answer_then(stream: anyio.abc.SocketStream, index: int) -> None:
         await read_request_head(stream)
         await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await anyio.sleep(0.05)
+        await read[index].wait()  # only then: the connection sits idle in the client's pool
         if index == 0:
-            return  # closes the pooled connection, as a peer's idle timeout does
-        await stream.send(b"unasked")  # bytes while idle: the connection cannot be trusted
-        await anyio.sleep(10)
+            await stream.aclose()  # closes the pooled connection, as a peer's idle timeout does
+        else:
+            await stream.send(b"unasked")  # bytes while idle: the connection cannot be trusted
+        spoiled[index].set()
+        await anyio.sleep_forever()
 
     async with peer_serving(answer_then) as (port, accepted), PeerClient() as client:
-        for _ in range(3):
+        for request in range(3):
             assert await get_body(client, port) == b"ok"
-            await anyio.sleep(0.2)  # the peer closes, or talks out of turn, meanwhile
+            read[request].set()
+            with anyio.fail_after(5):
+                await spoiled[request].wait()
     # Each request found its pooled connection unusable and opened a fresh one at once: never a
     # request sent into a closed connection and retried, never an answer parsed from stray bytes.
     assert len(accepted) == 3

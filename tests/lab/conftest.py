@@ -14,13 +14,15 @@ import pytest
 from lokal_lab.network import Lab, lab_unavailable_reason
 from lokal_lab.processes import wait_for
 
+from tests.conftest import skip_or_fail
+
 ECHO = Path(__file__).with_name("echo.py")
 _REASON = lab_unavailable_reason()
 
 
 def require_lab() -> None:
     if _REASON:
-        pytest.skip(f"lab tests need network namespaces: {_REASON}")
+        skip_or_fail(f"lab tests need network namespaces: {_REASON}")
 
 
 def netns_names() -> set[str]:

@@ -32,7 +32,7 @@ from lokal_lab.processes import wait_for
 from lokal_lab.topology import LabTopology, NodeSpec, example_topology
 
 from sidecar.routing.placement import home_nodes
-from tests.conftest import REAL_PARTS_MISSING
+from tests.conftest import REAL_PARTS_MISSING, skip_or_fail
 from tests.lab.conftest import netns_names, require_lab
 
 H1 = "sha256:" + "1" * 64
@@ -254,7 +254,7 @@ def test_node_objects_carry_region_zone_the_lab_address_and_ready() -> None:
 def require_cluster() -> None:
     require_lab()
     if REAL_PARTS_MISSING:
-        pytest.skip(f"lab cluster tests: {REAL_PARTS_MISSING}")
+        skip_or_fail(f"lab cluster tests: {REAL_PARTS_MISSING}")
 
 
 @dataclass

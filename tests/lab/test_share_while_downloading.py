@@ -26,7 +26,7 @@ from lokal_lab.topology import example_topology
 from sidecar.containerd.ingest import STALL_TIMEOUT as INGEST_STALL
 from sidecar.containerd.ingest import find_ingest, progress
 from sidecar.registry.relay import FOLLOW_STALL
-from tests.conftest import REAL_PARTS_MISSING
+from tests.conftest import REAL_PARTS_MISSING, skip_or_fail
 from tests.lab.conftest import require_lab
 
 ISOLATE = ["--topology-mode", "isolate", "--cross-region", "never"]
@@ -43,7 +43,7 @@ RANGED = default_version().fetches_layers_in_ranges  # containerd 2.1: LOKAL_CON
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     require_lab()
     if REAL_PARTS_MISSING:
-        pytest.skip(REAL_PARTS_MISSING)
+        skip_or_fail(REAL_PARTS_MISSING)
     with LabCluster(example_topology(6), start_lokals=False) as lab_cluster:
         yield lab_cluster
 

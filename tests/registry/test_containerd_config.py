@@ -100,7 +100,7 @@ def _readyz_warnings(lokal: LokalProcess) -> list[str]:
         if warnings or checked:
             return warnings
         time.sleep(0.05)
-    return []
+    pytest.fail("lokal never logged config_checked: the containerd config check did not run")
 
 
 @needs_real_parts

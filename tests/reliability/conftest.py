@@ -12,7 +12,7 @@ from lokal_lab.cluster import LabCluster
 from lokal_lab.images import BuiltImage, build_image
 from lokal_lab.topology import LabTopology, NodeSpec
 
-from tests.conftest import REAL_PARTS_MISSING
+from tests.conftest import REAL_PARTS_MISSING, skip_or_fail
 from tests.lab.conftest import netns_names, require_lab
 from tests.reliability.labtools import write_token_file
 
@@ -34,7 +34,7 @@ REGION_A = tuple(n.name for n in TOPOLOGY.nodes if n.region == "region-a")
 def require_cluster() -> None:
     require_lab()
     if REAL_PARTS_MISSING:
-        pytest.skip(f"reliability lab tests: {REAL_PARTS_MISSING}")
+        skip_or_fail(f"reliability lab tests: {REAL_PARTS_MISSING}")
 
 
 @pytest.fixture(scope="session", autouse=True)
