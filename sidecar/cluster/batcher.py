@@ -10,7 +10,8 @@ Rules:
 - The first list is published at once (`notify(urgent=True)`), even when it is empty: `run` waits for it.
 - `publish` receives a `MembershipUpdate`; it is the only call that reaches the event loop, with no work to
   do there but to adopt it.
-- `stop()` (any thread) ends the thread promptly; a batch not yet published is dropped with it.
+- `stop()` (any thread) ends the thread promptly; a batch not yet published is dropped with it. A batch
+  that fails is logged and the thread goes on: the next batch is rebuilt from the whole cache.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class SnapshotBatcher:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._selector = ""
+        self._resync = False
 
     def attach(self, cache: PeerCache, selector: str | None = None) -> None:
         """The cache to take changes from (the reflector's), before the first `notify`."""
@@ -96,7 +98,11 @@ class SnapshotBatcher:
 
     def _run(self) -> None:
         while self._wait_for_batch():
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # a bug here must not freeze the membership: log it, rebuild next time
+                self._log.exception("membership_batch_failed")
+                self._resync = True
 
     def _wait_for_batch(self) -> bool:
         """Block until a batch is due; False when stopped."""
@@ -118,13 +124,19 @@ class SnapshotBatcher:
         assert self._cache is not None, "attach() first"
         changes = self._cache.take_changes()
         previous = self._current
-        if not changes and previous is not None:
-            return None
         base = previous or Membership(self._self_name)
-        membership = base.updated({name: after for name, (_, after) in changes.items()})
-        for before, after in changes.values():
-            self._counts.apply(before, after)
-        names = frozenset(changes)
+        if self._resync:  # the last batch failed half-way: start again from the whole cache
+            self._resync = False
+            membership = self._cache.snapshot()
+            self._counts = NodeCounts.of(membership)
+            names = frozenset(base.peers.keys() | membership.peers.keys())
+        elif changes or previous is None:
+            membership = base.updated({name: after for name, (_, after) in changes.items()})
+            for before, after in changes.values():
+                self._counts.apply(before, after)
+            names = frozenset(changes)
+        else:
+            return None
         update = MembershipUpdate(membership, diff_of(base, membership, names), names, self._counts.fields())
         self._current = membership
         if membership.me is None:

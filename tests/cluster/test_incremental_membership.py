@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import pytest
 from lokal_lab.fake_apiserver import make_node
@@ -188,3 +189,44 @@ def test_updated_rings_equal_rebuilt_rings_and_move_keys_the_same(seed: int) -> 
         assert change.commit() == reference_change.commit()
         assert [table.home_names(k) for k in keys] == [reference_table.home_names(k) for k in keys]
         current, rings = new, updated
+
+
+def test_after_a_failed_batch_the_next_one_is_rebuilt_from_the_whole_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    published: list[MembershipUpdate] = []
+    real_updated = Membership.updated
+    failures = [RuntimeError("a bug while building the snapshot")]
+
+    def updated_failing_once(self: Membership, changes: dict[str, Peer | None]) -> Membership:
+        if failures:
+            raise failures.pop()  # after the batch's changes were taken from the cache
+        return real_updated(self, changes)
+
+    c = cache()
+    batcher = SnapshotBatcher("a", published.append, interval=0.0)
+    batcher.attach(c)
+    c.replace([make_node("a", region="r1", zone="z1", address="10.0.0.1")])
+    batcher.flush()
+    monkeypatch.setattr(Membership, "updated", updated_failing_once)
+    batcher.start()
+    try:
+        c.apply("ADDED", make_node("b", region="r1", zone="z1", address="10.0.0.2"))
+        batcher.notify()  # this batch fails, and b's change is gone from the cache's pending changes
+        for _ in range(100):
+            if not failures:
+                break
+            time.sleep(0.02)
+        c.apply("ADDED", make_node("c", region="r1", zone="z1", address="10.0.0.3"))
+        batcher.notify()
+        for _ in range(100):
+            if len(published) == 2:
+                break
+            time.sleep(0.02)
+    finally:
+        batcher.stop()
+        batcher.join(5)
+    assert len(published) == 2
+    assert published[-1].membership == c.snapshot()  # b is there although its batch failed
+    assert published[-1].change.joined == ("b", "c")
+    assert published[-1].counts == NodeCounts.of(c.snapshot()).fields()
