@@ -138,7 +138,7 @@ def lokal_rbac() -> list[dict[str, Any]]:
     """Namespace, ServiceAccount, ClusterRole, binding and settings exactly as manifests/ renders them."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl is not installed: it renders manifests/")
+        skip_or_fail("kubectl is not installed: it renders manifests/")
     rendered = subprocess.run(
         [kubectl, "kustomize", str(REPO / "manifests/base/common")],
         capture_output=True,
@@ -156,7 +156,7 @@ def real_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi
     Skipped with the reason when the binary was never built (scripts/kube_apiserver.sh)."""
     missing = missing_parts()
     if missing:
-        pytest.skip(missing)
+        skip_or_fail(missing)
     rbac = lokal_rbac()
     with ProcessGroup() as processes, KubeApiServer(tmp_path_factory.mktemp("kube"), processes) as api:
         for obj in rbac:
