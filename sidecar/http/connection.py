@@ -304,9 +304,9 @@ class HttpConnection:
         """Send a file or stream body and record on `response` how much of it the client received.
 
         Written is not received: a client that reads one chunk of an open-ended range and hangs up
-        leaves the rest in the socket buffers. So a body's count is what the client's TCP acknowledged
-        once the body is out (a large one waits for the acknowledgement; that takes a poll when the
-        client reads on, and ends at once when it hung up and reset the connection).
+        leaves the rest in the socket buffers. So a body that broke off counts what the client's TCP
+        acknowledged, and a large 206 waits for the acknowledgement once it is out (a poll or two when
+        the client reads on; at once when it hung up and reset the connection).
         """
         sock = self._sock
         acked_before = sockio.bytes_acked(sock)
@@ -323,7 +323,9 @@ class HttpConnection:
             response.body_failed = isinstance(exc, _BodyFailed) or isinstance(exc.__cause__, _BodyFailed)
             raise
         response.sent = written[0]
-        if acked_before is not None and written[0] > _TRUST_WRITTEN_UP_TO:
+        # Only a partial answer waits: clients hang up on those by design (2.1's chunks); a whole body's
+        # client reads it to the end, and a keep-alive client's next request must not wait on a poll.
+        if acked_before is not None and response.status == 206 and written[0] > _TRUST_WRITTEN_UP_TO:
             acked = await sockio.wait_acknowledged(sock, self._limits.write_timeout)
             response.sent = _delivered(acked_before, acked, len(head), written[0])
 

@@ -366,7 +366,6 @@ class PeerRelay(Relay):
         status = 206 if content_range else 200
         return Response(status, headers, StreamBody(body.chunks(), length, body.aclose))
 
-
     # -- containerd 2.1's chunked fetches: one stream per blob (shared_fetch) ---------------------------
 
     def _share(

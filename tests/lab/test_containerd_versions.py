@@ -57,6 +57,11 @@ def chunked_fetch(cluster: LabCluster, node: str, repo: str, digest: str, out: P
     return result
 
 
+def once_on_2_1(containerd_version: str | None) -> None:
+    if containerd_version != "2.1":
+        pytest.skip("the client, not containerd, makes 2.1's pattern here: once is enough")
+
+
 def sent_by(cluster: LabCluster, node: str) -> int:
     """Bytes `node` has sent on its link (its veth end, towards the region's bridge)."""
     return cluster.lab.link_bytes()[f"access:{node}"].b_to_a
@@ -92,8 +97,7 @@ def test_a_cri_pull_is_relayed_from_a_peer_and_arrives_byte_exact(
 def test_a_relayed_64mib_layer_fetched_in_1mib_chunks_crosses_between_the_nodes_once(
     cluster: LabCluster, tmp_path: Path, containerd_version: str | None
 ) -> None:
-    if containerd_version != "2.1":
-        pytest.skip("the client, not containerd, makes 2.1's pattern here: once is enough")
+    once_on_2_1(containerd_version)
     image = build_image(tmp_path / "layout", "v1", [64 * MiB], seed=32)
     reference = cluster.push(image, "versions/chunked")
     cluster.pull("node-1", reference)
@@ -113,8 +117,7 @@ def test_a_lying_peer_never_completes_a_chunked_blob_and_is_quarantined(
     """What lokal guarantees when containerd fetches in chunks: one chunk cannot be checked, but the
     chunk that completes the blob is held until the whole blob, streamed once from the provider, matches
     its digest. A liar's blob never completes, and the liar is quarantined."""
-    if containerd_version != "2.1":
-        pytest.skip("the client, not containerd, makes 2.1's pattern here: once is enough")
+    once_on_2_1(containerd_version)
     image = build_image(tmp_path / "layout", "v1", [6 * MiB], seed=33)
     reference = cluster.push(image, "versions/liar")
     cluster.pull("node-1", reference)
