@@ -45,7 +45,8 @@ from sidecar.topology.validation import unlabelled_node_warning
 
 _LOG = get_logger("cluster")
 _MAX_NAMES_LOGGED = 20
-_RECENT_CHANGES = 256
+_RECENT_CHANGES = 256  # snapshots kept in the recent-changes log...
+_RECENT_NAMES = 20_000  # ...and names in all (a relist can change every node at once)
 
 
 def default_api_factory(config: ClusterConfig) -> NodeApi:
@@ -86,6 +87,7 @@ class MembershipSource:
         self._worker_done = threading.Event()
         # (version, nodes that snapshot changed) of the latest snapshots: what subscribers diff over.
         self._recent: deque[tuple[int, frozenset[str]]] = deque(maxlen=_RECENT_CHANGES)
+        self._recent_names = 0
 
     @property
     def current(self) -> Membership | None:
@@ -227,7 +229,12 @@ class MembershipSource:
         previous = self._current
         self._current = update.membership
         self._version += 1
+        if len(self._recent) == self._recent.maxlen:
+            self._recent_names -= len(self._recent[0][1])
         self._recent.append((self._version, update.changed_names))
+        self._recent_names += len(update.changed_names)
+        while self._recent_names > _RECENT_NAMES and len(self._recent) > 1:
+            self._recent_names -= len(self._recent.popleft()[1])
         event = "membership_synced" if previous is None else "membership_changed"
         log_event(self._log, event, **update.counts, **change_fields(update.change))
         self._wake()

@@ -13,7 +13,9 @@ import time
 import pytest
 from lokal_lab.fake_apiserver import make_node
 
-from sidecar.cluster.batcher import MembershipUpdate, SnapshotBatcher
+from sidecar.cluster import ClusterConfig, MembershipSource
+from sidecar.cluster import source as source_module
+from sidecar.cluster.batcher import MembershipUpdate, SnapshotBatcher, whole
 from sidecar.cluster.cache import PeerCache
 from sidecar.cluster.counts import NodeCounts
 from sidecar.cluster.nodes import NodeProblemLog
@@ -230,3 +232,29 @@ def test_after_a_failed_batch_the_next_one_is_rebuilt_from_the_whole_cache(
     assert published[-1].membership == c.snapshot()  # b is there although its batch failed
     assert published[-1].change.joined == ("b", "c")
     assert published[-1].counts == NodeCounts.of(c.snapshot()).fields()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("log_names", [20_000, 1])
+async def test_a_subscriber_that_fell_behind_gets_the_net_change_since_it_last_looked(
+    log_names: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(source_module, "_RECENT_NAMES", log_names)  # 1: the log no longer reaches back
+    source = MembershipSource(ClusterConfig(node_name="a"))
+    m0 = Membership.of("a", [Peer("a", "10.0.0.1"), Peer("d", "10.0.0.4")])
+    source._publish(whole(m0))
+    subscription = source.subscribe()
+    assert await subscription.__anext__() == (m0, diff(Membership("a"), m0))
+    snapshots = [m0]
+    for changes in (
+        {"b": Peer("b", "10.0.0.2")},
+        {"b": None, "c": Peer("c", "10.0.0.3")},  # b came and went while the subscriber looked away
+        {"a": Peer("a", "10.0.0.9"), "d": None},
+    ):
+        new = snapshots[-1].updated(changes)
+        source._publish(MembershipUpdate(new, diff(snapshots[-1], new), frozenset(changes)))
+        snapshots.append(new)
+    membership, change = await subscription.__anext__()
+    assert membership is snapshots[-1]
+    assert change == diff(m0, snapshots[-1])
+    assert (change.joined, change.left, change.relabelled) == (("c",), ("d",), ("a",))
