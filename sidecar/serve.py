@@ -27,7 +27,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -92,6 +92,9 @@ class NodeParts:
     caps: TierCaps
     crossing: CrossingGate
     config_warnings: list[str]  # containerd's configuration, checked once it answers
+    # How that check went, in words: where the settings were read, or why they could not be (status shows
+    # it). A list changed in place, as config_warnings: the Node and the view built from its parts share it.
+    config_check: list[str] = field(default_factory=lambda: ["not yet checked"], kw_only=True)
 
     @property
     def router(self) -> Router | None:
@@ -389,6 +392,7 @@ async def _check_store_config(node: Node) -> None:
     hosts_dir = node.settings.config_path
     check = await node.store.check_config(hosts_dir, node.settings.containerd_config)
     node.config_warnings[:] = check.warnings
+    node.config_check[:] = [f"read from {check.source}" if check.unchecked is None else check.unchecked]
     # `warnings` counts what `lokal status` lists now (settings, containerd, node), as lokal_config_warnings
     # does; `containerd_config_warnings` only this check's, logged just below.
     version = node.store.health().version

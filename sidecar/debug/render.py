@@ -29,6 +29,8 @@ def format_status(doc: dict[str, Any]) -> str:
     containerd = doc["containerd"]
     lines.append(f"containerd {containerd['state']}"
                  + (f", {containerd['absent_blobs']} absent blobs" if containerd["absent_blobs"] else ""))
+    if containerd.get("config_check"):
+        lines.append(f"           config {containerd['config_check']}")
     lines.extend(_crossing_lines(doc.get("crossing")))
     peers = doc["peers"]
     lines.append("")

@@ -146,6 +146,8 @@ def status_report(node: NodeView, tally: PullTally, now: float) -> dict[str, Any
         "containerd": {
             "state": "connected" if state.containerd_connected else "disconnected",
             "absent_blobs": state.absent_blobs,
+            # How containerd's config was checked; on 2.x it may not be possible, and this says why.
+            "config_check": "; ".join(getattr(node, "config_check", ())) or None,
         },
         "peers_marked_bad": state.peers_marked_bad,
         "crossing": crossing_state(node),

@@ -126,12 +126,16 @@ def test_containerd_without_config_path_gets_a_warning_and_with_it_none(
     checked = [entry for entry in lines if entry.get("event") == "config_checked"]
     unchecked = [entry for entry in lines if entry.get("event") == "config_unchecked"]
     # 1.x shows its registry settings through CRI; 2.x only in its config file, or not at all.
+    said = json.loads(lokal.request("GET", "/_lokal/debug/status")[2])["containerd"]["config_check"]
     if node.version.major < 2:
         assert checked[0]["source"] == "CRI status" and unchecked == []
+        assert said == "read from CRI status"
     elif file_mounted:
         assert checked[0]["source"] == str(config_file) and unchecked == []
-    else:  # nothing to check with: say so, and never warn
+        assert said == f"read from {config_file}"
+    else:  # nothing to check with: say so (log and lokal status), and never warn
         assert checked[0]["checked"] is False and "#10780" in unchecked[0]["reason"]
+        assert said == unchecked[0]["reason"]
         assert warnings == [] and logged == []
         return
     if enabled:
