@@ -24,7 +24,9 @@ Rules:
   body's rule), so a chunk that completes the blob is never sent unverified. When the stream fails (a
   digest mismatch, no provider left), every reader fails with it and the fetch is dropped.
 - A fetch without readers is closed after `LINGER` seconds, when the next ranged request looks (there is
-  no timer task); at most `MAX_FETCHES` are open: more ranged requests are relayed alone.
+  no timer task); at most `MAX_FETCHES` are open: more ranged requests are relayed alone. A stream is
+  never closed under a reader that may be pulling it: a fetch replaced or dropped while read is closed
+  by a later sweep, once its readers are gone.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ class SharedFetches:
     """The open shared fetches of this node, by digest."""
 
     fetches: dict[str, SharedFetch] = field(default_factory=dict)
+    displaced: list[SharedFetch] = field(default_factory=list)  # replaced by a newer one: closed by sweep
 
     def find(self, digest: str, start: int) -> SharedFetch | None:
         fetch = self.fetches.get(digest)
@@ -144,14 +147,26 @@ class SharedFetches:
         return len(self.fetches) < MAX_FETCHES
 
     def add(self, fetch: SharedFetch) -> None:
+        older = self.fetches.get(fetch.digest)
+        if older is not None:
+            self.displaced.append(older)
         self.fetches[fetch.digest] = fetch
 
     async def sweep(self) -> None:
         """Close the fetches that failed, or that nobody has read for `LINGER` seconds."""
         now = time.monotonic()
+        busy = [fetch for fetch in self.displaced if fetch.positions]  # its readers finish first
+        idle = [fetch for fetch in self.displaced if not fetch.positions]
+        self.displaced = busy
+        for fetch in idle:
+            with anyio.CancelScope(shield=True):
+                await fetch.aclose()
         for digest, fetch in list(self.fetches.items()):
-            idle = not fetch.positions and now - fetch.idle_since >= LINGER
-            if fetch.failed is not None or idle:  # a failed fetch's readers fail on their own
+            unread = not fetch.positions and now - fetch.idle_since >= LINGER
+            if fetch.failed is not None or unread:  # a failed fetch's readers fail on their own
                 del self.fetches[digest]
+                if fetch.positions:
+                    self.displaced.append(fetch)  # never close a stream under a reader that pulls it
+                    continue
                 with anyio.CancelScope(shield=True):
                     await fetch.aclose()

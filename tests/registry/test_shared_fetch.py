@@ -92,3 +92,13 @@ async def test_a_failing_stream_fails_every_reader_and_the_sweep_drops_it() -> N
     assert not fetch.can_serve(0)
     await fetches.sweep()
     assert fetches.find("sha256:x", 0) is None and source.closed
+
+
+async def test_a_fetch_replaced_by_a_newer_one_for_the_same_blob_is_closed_by_the_next_sweep() -> None:
+    fetches = SharedFetches()
+    first, second = Source(BLOB), Source(BLOB)
+    fetches.add(fetch_of(first))
+    fetches.add(fetch_of(second))
+    await fetches.sweep()
+    assert first.closed and not second.closed
+    assert fetches.find("sha256:x", 0) is not None
