@@ -246,6 +246,7 @@ def test_config_checked_counts_the_warnings_lokal_status_lists_not_only_its_own(
     lokal = LokalProcess(  # two settings warnings, and a containerd config without a problem
         processes, tmp_path / "lokal.log", "--containerd-socket", str(node.socket), "--discovery", "none",
         "--config-path", str(node.certs_d), "--resolve-latest", "--cross-region", "always",
+        "--topology-mode", "prefer",  # (isolate, the default, would add a third: cross-region has no effect)
     )
     for _ in range(100):
         if any('"config_checked"' in line for line in lokal.log_lines()):
