@@ -34,7 +34,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
@@ -282,6 +283,16 @@ class LabCluster:
         for node in nodes or self.nodes:
             self._write_hosts(self.containerd(node), enabled)
 
+    @contextmanager
+    def upstream_down(self) -> Iterator[None]:
+        """The upstream registry is stopped (by PID) inside the block, so nothing can come from it, and
+        started again on the same storage afterwards, even when the block fails."""
+        self.registry.stop()
+        try:
+            yield
+        finally:
+            self._start_registry()
+
     def stop_all_lokals(self) -> None:
         """Stop every running lokal by PID (they drain on SIGTERM)."""
         for node in self.nodes:
@@ -337,9 +348,11 @@ class LabCluster:
         self.registry = RegistryInstance(
             self.lab.work_dir / "registry", host=host, port=int(port), netns=self.lab.netns(UPSTREAM)
         )
+        before = _read(self.registry.log_path).count("listening on")  # a restart appends to the log
         self.registry.start(self.lab.processes)
         wait_for(
-            lambda: "listening on" in _read(self.registry.log_path) or _exited(self.registry, "registry"),
+            lambda: _read(self.registry.log_path).count("listening on") > before
+            or _exited(self.registry, "registry"),
             15,
             what="docker-registry in the upstream namespace to listen",
         )

@@ -20,7 +20,8 @@ def settings_warnings(settings: ServeSettings) -> list[str]:
     if settings.discovery is Discovery.NONE and always:
         warnings.append("--cross-region always has no effect with --discovery none (no peers)")
     if settings.resolve_latest:
-        warnings.append("--resolve-latest: 'latest' is answered from this node's store, which may be stale")
+        warnings.append("--resolve-latest: 'latest' is answered from this node's or a peer's store, "
+                        "which may be stale")
     if DEFAULT_REGISTRY_DIR in settings.mirrored_registries:
         warnings.append(f"--mirrored-registries {DEFAULT_REGISTRY_DIR}: every registry is mirrored")
     return warnings

@@ -8,7 +8,8 @@ Rules:
 - `where_report` asks the index about every region the membership knows, even when the policy would not
   cross: a holder in another region then shows up as refused, with the reason, instead of being invisible.
 - Manifests are read from the local store, else through the node's relay (verified like any relay).
-  Tags resolve only locally, as in the registry path; a tag this node lacks is an error that says so.
+  Here tags resolve only locally (the registry path also asks peers); a tag this node lacks is an
+  error that says so.
 - Downloads in progress (share while downloading) are listed as `in_progress`: the nodes a pull would
   follow now, read from the claim homes without claiming anything.
 - Bounded: at most `MAX_ENTRIES` blobs and `MAX_DEPTH` manifest levels.

@@ -65,6 +65,11 @@ class Relay:
         record.missed(self.why, self.reason)
         return None
 
+    async def fetch_tag(self, plan: ManifestRequest, tag: str, record: PullRecord) -> Response | None:
+        """The manifest `tag` names on a peer that holds the image (this node does not)."""
+        record.missed(self.why, self.reason)
+        return None
+
 
 class PeersNotKnownYet(Relay):
     """Discovery is on, but the first Node list has not arrived: the Kubernetes API is unreachable or slow.
@@ -194,8 +199,13 @@ class RegistryHandler:
             if not isinstance(digest, Digest):
                 resolved = await self.store.resolve_tag(plan.registry, plan.repository, digest.value)
                 if resolved is None:
-                    record.missed(Miss.NOT_FOUND, "tag not held locally")
-                    return None  # tags resolve only locally: a peer's tag may be stale
+                    if local_only:  # a peer asks what this node's own store says, never a third node
+                        record.missed(Miss.NOT_FOUND, "tag not held locally")
+                        return None
+                    # Resolved by a peer that holds the image, as Spegel does: a pull of an image the
+                    # cluster already has survives an upstream outage. (`latest` only with
+                    # --resolve-latest: routes refuses it before this.)
+                    return await self.relay.fetch_tag(plan, digest.value, record)
                 digest = resolved
             manifest = await self.store.read_manifest(digest)
             if manifest is not None:

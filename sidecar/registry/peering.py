@@ -48,6 +48,9 @@ class Peering(Relay):
     ) -> Response | None:
         return await self.relay.fetch(plan, digest, byte_range, record)
 
+    async def fetch_tag(self, plan: ManifestRequest, tag: str, record: PullRecord) -> Response | None:
+        return await self.relay.fetch_tag(plan, tag, record)
+
     async def handle(self, request: Request, path: str) -> Response:
         """The peer protocol (`/_lokal/v1/...`): 503 until the index exists."""
         if self._endpoint is None:

@@ -13,6 +13,9 @@ Rules:
   and never commit. Only a provider that sent the whole body is shown to have lied, so only it is
   quarantined; when a resume mixed several providers' bytes, each of them is marked suspect instead, and
   the next try asks the body's tail sender first: its whole body shows who lied (suspicion.py).
+- A tag this node does not hold is resolved by a peer that does (its tag key is in the index, as Spegel
+  resolves tags): the holder answers the manifest by tag from its own store, and the body must match the
+  digest it names. `latest` only with --resolve-latest (routes refuses it before).
 - No provider, or none the policy allows: None at once, and the registry answers 404. Every miss is
   recorded with its `Miss` category where it is decided; a bound saying no is a limit, not "not found".
 - Share while downloading (`claims`): a blob lookup also claims the blob in the claim scope (this region;
@@ -30,6 +33,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -44,7 +48,7 @@ from sidecar.http.client import PeerClient, PeerHttpError, StreamedResponse
 from sidecar.http.messages import Response, StreamBody
 from sidecar.logs import get_logger, log_event
 from sidecar.membership import CrossRegion, Membership, TopologyMode
-from sidecar.oci import Digest, NotAManifest, load_manifest
+from sidecar.oci import Digest, InvalidDigest, NotAManifest, load_manifest, parse_digest, tag_key
 from sidecar.oci.mediatypes import MAX_MANIFEST_BYTES
 from sidecar.registry.bodies import on_body_done
 from sidecar.registry.crossing import CrossingGate, relay_chunks
@@ -142,6 +146,37 @@ class PeerRelay(Relay):
             return None
         return on_body_done(response, self.relays.leave)
 
+    async def fetch_tag(self, plan: ManifestRequest, tag: str, record: PullRecord) -> Response | None:
+        """Resolve `tag` on a peer that holds the image: look up its tag key in the index (the scope the
+        policy allows, as for blobs), ask the best holder for the manifest by tag (it answers from its own
+        store only), and check the body against the digest the holder names."""
+        if not self.relays.try_enter():
+            record.missed(Miss.RELAY_LIMIT, f"relay limit reached ({self.relays.capacity} at once)")
+            return None
+        try:
+            key = tag_key(plan.registry, plan.repository, tag)
+            ranked = await self._providers(key, record, plan.registry)
+            if not ranked:
+                return None
+            target = f"/v2/{plan.repository}/manifests/{tag}?ns={plan.registry}"
+            opened = await self._open(ranked, target, None, record)
+            if opened is None:
+                record.missed(Miss.PROVIDERS_FAILED, f"all {record.attempts} providers failed")
+                return None
+            provider, response = opened
+            record.result, record.source = "peer", "relay"
+            record.provided_by(provider.peer, provider.tier)
+            try:
+                digest = parse_digest(response.header("docker-content-digest") or "")
+            except InvalidDigest:
+                await response.abort()
+                self.book.failed(provider.peer.name)
+                record.missed(Miss.PROVIDERS_FAILED, f"{provider.peer.name} named no valid digest")
+                return None
+            return await self._manifest(provider, response, digest, record)
+        finally:
+            self.relays.leave()
+
     async def _fetch(
         self, plan: BlobRequest | ManifestRequest, digest: Digest, byte_range: str | None, record: PullRecord
     ) -> Response | None:
@@ -188,8 +223,9 @@ class PeerRelay(Relay):
     # -- choosing providers ------------------------------------------------------------------------
 
     async def _providers(
-        self, digest: Digest, record: PullRecord, registry: str, claim: bool = False
+        self, key: Digest | str, record: PullRecord, registry: str, claim: bool = False
     ) -> list[RankedProvider]:
+        """The providers to ask for `key` (a digest, or a tag key), best first."""
         membership = self.membership()
         me = membership.me if membership else None
         if membership is None or me is None:
@@ -201,9 +237,9 @@ class PeerRelay(Relay):
         scope = self.claim_scope(membership) if claim else None
         started = time.monotonic()
         try:
-            found = await self.router.find(str(digest), other_regions, claim=scope)
+            found = await self.router.find(str(key), other_regions, claim=scope)
         except Exception as exc:  # a lookup must never turn a miss into an error
-            log_event(log, "lookup_failed", level=30, digest=digest.short, error=str(exc))
+            log_event(log, "lookup_failed", logging.WARNING, key=str(key)[:120], error=str(exc))
             found = Found(())
         names = found.providers
         record.looked_up(time.monotonic() - started, len(names))
@@ -230,9 +266,9 @@ class PeerRelay(Relay):
             self.relays.reporter.hit("relays_per_peer", capacity=self.max_per_peer, peers=choice.busy)
         if choice.miss is not None:
             record.missed(choice.miss, choice.reason)
-        to_try = _tail_sender_first(choice, self.book.mixed.first_to_ask(str(digest)))
-        if self.crossing is not None:
-            return self.crossing.filter(to_try, registry, digest, record)
+        to_try = _tail_sender_first(choice, self.book.mixed.first_to_ask(str(key)))
+        if self.crossing is not None and isinstance(key, Digest):  # a tag's manifest is small: no estimate
+            return self.crossing.filter(to_try, registry, key, record)
         return list(to_try)
 
     async def _open(

@@ -372,6 +372,25 @@ def test_rolling_pull_in_one_zone_reaches_upstream_only_for_the_first_node(
 
 
 @pytest.mark.lab
+def test_with_the_upstream_registry_down_a_node_pulls_by_tag_what_a_peer_holds(
+    prefer_cluster: LabCluster, images: Any
+) -> None:
+    image = images("tagpeer", 210)
+    reference = prefer_cluster.push(image, "tagpeer/app")  # registry/tagpeer/app:v1, a tag
+    pull(prefer_cluster, "node-3", reference, image)
+    seen = len(prefer_cluster.pull_events("node-4"))
+    with prefer_cluster.upstream_down():
+        result = prefer_cluster.pull("node-4", reference)  # by tag, nothing reachable upstream
+    assert result.image_ref == image.configs["linux/amd64"].digest
+    events = prefer_cluster.pull_events("node-4")[seen:]
+    lines = [e for e in events if is_local_client(e) and e["method"] == "GET"]
+    # containerd resolves the tag first (HEAD, then GET by digest): lokal answers it from node-3.
+    by_tag = [e for e in events if is_local_client(e) and e["kind"] == "manifest" and e["digest"] == "tag:v1"]
+    assert by_tag and by_tag[0]["result"] == "peer" and by_tag[0]["provider"] == "node-3", events
+    assert {e["result"] for e in lines if e["kind"] == "blob"} == {"peer"}
+
+
+@pytest.mark.lab
 def test_a_same_zone_holder_is_preferred_to_an_other_zone_holder(
     prefer_cluster: LabCluster, images: Any
 ) -> None:
