@@ -2,7 +2,7 @@
 # Builds lokal's container image from Debian's packages and PyPI only, with no Docker engine. Three layers,
 # each cached on its own inputs so that a code change rebuilds only the last:
 #   1. base: a minimal Debian root file system with Python (debootstrap);           key: suite, packages
-#   2. deps: /opt/lokal, a virtualenv with lokal's pinned dependencies (PyPI wheels); key: + pyproject.toml
+#   2. deps: /opt/lokal, a virtualenv with lokal's pinned dependencies (PyPI wheels); key: + their pins
 #   3. lokal: lokal's own wheel installed into that virtualenv;                      key: + sidecar/, ...
 # Installs run inside a chroot of the base, so every path and shebang is the image's; pip runs from its
 # wheel and is never installed there. buildah (vfs storage, no daemon, nothing run in a container) stacks
@@ -51,10 +51,12 @@ for tool in debootstrap buildah; do
 done
 
 base_key=$(printf '%s\n' "$suite" "$base_packages" "$base_version" "$(dpkg --print-architecture)" | hash16)
-deps_key=$( { echo "$base_key $layers_version"; sha256sum pyproject.toml; } | hash16)
+# The dependency list itself, not all of pyproject.toml: a test or lint setting rebuilds nothing.
+dependencies=$("$python" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+deps_key=$(printf '%s\n' "$base_key" "$layers_version" "$dependencies" | hash16)
 key=$( {
     echo "$image" "$deps_key"
-    sha256sum scripts/build_image.sh README.md
+    sha256sum scripts/build_image.sh pyproject.toml README.md
     find sidecar -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
 } | hash16)
 out=$cache/$key
@@ -130,8 +132,7 @@ fi
 deps_tar=$cache/deps-$deps_key.tar
 if [ ! -f "$deps_tar" ]; then
     log "dependency wheels"
-    "$python" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-        > "$work/wheels/requirements.txt"
+    printf '%s\n' "$dependencies" > "$work/wheels/requirements.txt"
     "$python" -m pip download -q --disable-pip-version-check --only-binary=:all: --dest "$work/wheels" \
         -r "$work/wheels/requirements.txt" >&2
     download_pip

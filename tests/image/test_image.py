@@ -7,7 +7,7 @@ engine), cached by its inputs under /var/cache/lokal/image.
   via ctr) as the kubelet would run it: the init container writes the node's hosts.toml, the main
   container gets ready, and an image pulled on that node comes through it from a peer.
 
-The first run on a machine builds the image (4 to 9 minutes on 2 cores, most of it debootstrap and the
+The first run on a machine builds the image (about 4 minutes on 2 cores, most of it debootstrap and the
 dependencies), a code change rebuilds only the lokal layer (1 to 2 minutes), and an unchanged tree reuses
 the cached archive at once (docs/operating.md, "Building and pushing the image").
 """
@@ -35,7 +35,7 @@ from lokal_lab.pod import ContainerRun, PodError, PodRunner, cgroup_mount_script
 from lokal_lab.processes import wait_for
 from lokal_lab.topology import LabTopology, NodeSpec
 
-from tests.conftest import REAL_PARTS_MISSING
+from tests.conftest import REAL_PARTS_MISSING, skip_or_fail
 from tests.manifests.render import MANIFESTS, REPO, helm_render, helm_values, kustomize, only
 
 BUILD = REPO / "scripts" / "build_image.sh"
@@ -75,7 +75,7 @@ def build() -> Built:
 def built() -> Built:
     reason = _build_unavailable()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     return build()
 
 
@@ -201,7 +201,7 @@ def with_kubeconfig(daemonset: dict[str, Any], kubeconfig: Path) -> dict[str, An
 def pod_node(built: Built) -> Iterator[PodNode]:
     reason = lab_unavailable_reason() or REAL_PARTS_MISSING
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     with LabCluster(TOPOLOGY, topology_mode="isolate", start_lokals=False) as cluster:
         cluster.start_lokal("node-1")
         resources = helm_render(lab_values(cluster, POD_NODE))
