@@ -18,7 +18,7 @@ What runs where:
   and no lokal runs, so containerd goes straight to the registry through the same shaped link (the
   benchmarks' baseline). `reset_node` gives a node an empty content store again between runs.
 
-Rules (lab.md's network safety rules):
+Rules (the lab's network safety rules: traffic only to loopback and the lab's own namespaces):
 - Nothing here sends a packet from the root namespace to a lab address. Pushes run skopeo inside the
   upstream namespace against the registry's loopback address; HTTP probes run inside a lab namespace;
   CRI and containerd readiness use unix sockets, which cross namespaces without touching the network.

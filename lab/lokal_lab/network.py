@@ -6,7 +6,7 @@
         lab.run("node-2", ["curl", f"http://{lab.upstream_endpoint}/v2/"])
         lab.link_bytes()["region-a~region-b"].total
 
-Rules (lab.md's network safety rules):
+Rules (the lab's network safety rules: traffic only to loopback and the lab's own namespaces):
 - The root namespace's blackhole route for 198.18.0.0/15 is in place before anything else is created, and is
   released (refcounted across labs, see blackhole.py) after everything is gone, on failure too.
 - This module never sends a packet: it only runs `ip`/`tc` and starts processes *inside* lab namespaces.

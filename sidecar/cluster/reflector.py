@@ -1,6 +1,6 @@
 """The Node reflector: list, then watch from the list's resourceVersion, forever, in one worker thread.
 
-Rules (client-go's reflector, see docs/kubernetes.md):
+Rules (as client-go's reflector does it):
 - List, publish, then watch from the list's resourceVersion with bookmarks and a server timeout drawn at
   random from [watch_timeout_min_s, watch_timeout_max_s]. A watch that ends normally is resumed from the
   last resourceVersion seen (event or BOOKMARK): no relist, so no duplicate and no missed event.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import random
 import stat
@@ -174,7 +175,7 @@ class ContainerdStore:
             opened = self._open_file(digest, known_size)
         except DamagedBlob as exc:
             # containerd's own Read would stream the same broken file: a fast 404 sends the asker on.
-            log_event(log, "blob_damaged", level=30, digest=digest.short, error=str(exc))
+            log_event(log, "blob_damaged", logging.WARNING, digest=digest.short, error=str(exc))
             return None
         if opened is not None:
             return opened
@@ -183,7 +184,8 @@ class ContainerdStore:
             return None
         client = self._client
         if info.size and not await self._readable_through_grpc(digest):
-            log_event(log, "blob_damaged", level=30, digest=digest.short, error="containerd cannot read it")
+            log_event(log, "blob_damaged", logging.WARNING, digest=digest.short,
+                      error="containerd cannot read it")
             return None
 
         def read(offset: int, length: int) -> AsyncIterator[bytes]:
@@ -255,7 +257,7 @@ class ContainerdStore:
             self._ask_again_at = time.monotonic() + STALL_PAUSE_S
             if not self.stalled:
                 self.stalled = True
-                log_event(log, "containerd_stalled", level=30, socket=self.socket_path,
+                log_event(log, "containerd_stalled", logging.WARNING, socket=self.socket_path,
                           why="a call ran past its deadline", answering_404_for_s=STALL_PAUSE_S)
             raise
         if self.stalled:
@@ -300,7 +302,7 @@ class ContainerdStore:
         for warning in self.warnings:
             if warning not in self._warned:
                 self._warned.add(warning)
-                log_event(log, "config_warning", level=30, warning=warning)
+                log_event(log, "config_warning", logging.WARNING, warning=warning)
         if not self.connected:
             self.connected = True
             log_event(
@@ -336,7 +338,7 @@ class ContainerdStore:
             log_event(
                 log,
                 "containerd_disconnected",
-                level=30,
+                logging.WARNING,
                 socket=self.socket_path,
                 reason=f"{reason}{hint}",
                 retry_in_s=round(retry_in, 2),
@@ -475,7 +477,7 @@ class ContainerdStore:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EIO):
-                log_event(log, "blob_open_failed", level=30, digest=digest.short, error=str(exc))
+                log_event(log, "blob_open_failed", logging.WARNING, digest=digest.short, error=str(exc))
             return None
         size = os.fstat(fd).st_size
         if expected_size is not None and size != expected_size:

@@ -1,6 +1,6 @@
 """containerd's in-progress downloads (ingests), found by digest and followed as they grow. Filesystem only.
 
-The facts this module relies on (docs/containerd.md, "Content on disk"; checked on 1.6.20 and 1.7.24):
+The facts this module relies on (containerd's content store layout, checked on 1.6.20 and 1.7.24):
 - An ingest is a directory `<content root>/ingest/<hex of the ref>/` holding `ref` (text such as
   `k8s.io/1/layer-sha256:<hex>`: the namespace, a sequence number, then `<kind>-<digest>`), `total`
   (the expected size, decimal), `startedat` / `updatedat` (RFC 3339 text) and `data`, which grows as

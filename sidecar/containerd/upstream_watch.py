@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -106,7 +107,8 @@ class UpstreamWatcher:
         try:
             sample = await self.watch(registry, digest, answered_at)
         except Exception as exc:  # a watch is an observation: it must never take the node down
-            log_event(log, "upstream_watch_failed", level=30, digest=digest.short, error=repr(exc)[:200])
+            log_event(log, "upstream_watch_failed", logging.WARNING, digest=digest.short,
+                      error=repr(exc)[:200])
             sample = None
         finally:
             self.active -= 1

@@ -2,8 +2,8 @@
 
 Rules:
 - Every socket here is a non-blocking stdlib socket. We try the syscall first and wait only on EAGAIN,
-  so a busy connection costs one syscall per step (anyio's stream transport cannot be waited on; see
-  docs/performance.md).
+  so a busy connection costs one syscall per step (anyio's stream transport cannot be waited on without
+  a read, and a wait per step doubled the cost of a small request).
 - A wait that sees no progress within its timeout raises `TimeoutError`; the caller closes the connection.
 - `send_file` loops over `os.sendfile` (partial sends are normal, one call is capped below 2 GiB) and
   yields to other tasks now and then, so one fast reader cannot starve the rest.

@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,7 +149,7 @@ class PullRecord:
             try:
                 self.observer(self)
             except Exception as exc:  # metrics must never break serving
-                log_event(log, "metrics_failed", level=30, error=repr(exc)[:200])
+                log_event(log, "metrics_failed", logging.WARNING, error=repr(exc)[:200])
 
     def fields(self) -> dict[str, Any]:
         """The log line's fields, every one present (built once the record is finished)."""

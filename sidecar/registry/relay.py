@@ -335,7 +335,7 @@ class PeerRelay(Relay):
                 )
             except PeerHttpError as exc:
                 self.book.failed(peer.name)
-                log_event(log, "peer_failed", level=30, peer=peer.name, error=str(exc))
+                log_event(log, "peer_failed", logging.WARNING, peer=peer.name, error=str(exc))
             else:
                 self.book.headers_after(time.monotonic() - started)
                 if self.crossing is not None and not growing:  # a growing body waits for upstream
@@ -364,7 +364,7 @@ class PeerRelay(Relay):
         if hasher.hexdigest() != digest.hex:
             self.book.failed(provider.peer.name, bad=True)
             record.extra["digest_mismatch"] = True
-            log_event(log, "peer_marked_bad", level=30, peer=provider.peer.name, digest=digest.short,
+            log_event(log, "peer_marked_bad", logging.WARNING, peer=provider.peer.name, digest=digest.short,
                       reason="manifest digest mismatch")
             record.missed(Miss.PROVIDERS_FAILED,
                           f"{provider.peer.name} sent a manifest that does not match its digest")
@@ -550,7 +550,7 @@ class _RelayBody:
                 break
             except (PeerHttpError, RelayFailed, CapExceeded) as exc:
                 book.failed(name)
-                log_event(log, "relay_resume", level=30, peer=name, digest=self.digest.short,
+                log_event(log, "relay_resume", logging.WARNING, peer=name, digest=self.digest.short,
                           at=self.start + received, error=str(exc))
                 if self.following:
                     # Its fellow followers hang on the same download: containerd's retry goes upstream.
@@ -577,7 +577,7 @@ class _RelayBody:
         if self.relay.on_mismatch is not None:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 aborted = await self.relay.on_mismatch(self.digest)
-                log_event(log, "ingest_aborted", level=30, digest=self.digest.short, ingests=aborted,
+                log_event(log, "ingest_aborted", logging.WARNING, digest=self.digest.short, ingests=aborted,
                           why="containerd would resume on top of the corrupt prefix")
         raise DigestMismatch(f"{self.digest.short} from {', '.join(contributors)} does not match")
 
@@ -590,7 +590,7 @@ class _RelayBody:
         for name in contributors:
             book.suspect(name)
         book.mixed.record(str(self.digest), contributors)
-        log_event(log, "peers_suspected", level=30, peers=contributors, digest=self.digest.short,
+        log_event(log, "peers_suspected", logging.WARNING, peers=contributors, digest=self.digest.short,
                   reason="blob digest mismatch across a resume: the liar is not known yet")
 
     def _cleared(self, sender: str) -> None:
@@ -601,7 +601,7 @@ class _RelayBody:
 
     def _quarantine(self, name: str, reason: str) -> None:
         self.relay.book.failed(name, bad=True)
-        log_event(log, "peer_marked_bad", level=30, peer=name, digest=self.digest.short, reason=reason)
+        log_event(log, "peer_marked_bad", logging.WARNING, peer=name, digest=self.digest.short, reason=reason)
 
     async def _resume(self, tried: set[str], offset: int) -> bool:
         for candidate in self.ranked:

@@ -22,7 +22,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -235,17 +235,6 @@ class Advertiser:
             pushes=len(batches),
         )
         return await self.send(batches)
-
-    async def run(
-        self, interval: float = DEFAULT_INTERVAL, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
-    ) -> None:
-        """Full advertise now and then every `interval` seconds, until cancelled."""
-        if interval <= 0:
-            raise ValueError(f"--advertise-interval must be > 0 seconds, got {interval}")
-        while True:
-            report = await self.advertise_all()
-            log_event(_log, "advertised", keys=len(self.keys), requests=report.requests, failed=report.failed)
-            await sleep(interval)
 
     async def send(self, batches: list[Batch]) -> SendReport:
         """Send batches with up to `workers` requests in flight; failures are counted, not raised."""

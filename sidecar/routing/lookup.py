@@ -174,11 +174,6 @@ class Lookup:
                 names.update(dict.fromkeys(reply.fetching.get(key, ())))
         return tuple(names)
 
-    async def ask_homes(self, key: str, homes: Sequence[Peer]) -> tuple[tuple[str, ...], int]:
-        """One round to `homes` in parallel: (providers, requests sent)."""
-        found = await self._round(key, homes, None)
-        return found.providers, found.sent
-
     async def _round(self, key: str, homes: Sequence[Peer], claim: str | None) -> _Round:
         """One round to `homes` in parallel. Without a claim the first answer with providers wins (plus the
         merge window); with one, the round also waits for the authoritative claim answer."""

@@ -8,6 +8,7 @@ each line carrying how many occurrences it stands for, so a flood can never floo
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ class LimitReporter:
             self.on_hit(limit)
         hits = self._throttle.due(limit)
         if hits:
-            log_event(log, "limit_reached", level=30, limit=limit, hits=hits, **context)
+            log_event(log, "limit_reached", logging.WARNING, limit=limit, hits=hits, **context)
 
 
 @dataclass

@@ -12,6 +12,7 @@ Rules:
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -91,6 +92,7 @@ class PeerTokens:
         try:
             self._tokens = self._read()
         except TokenFileError as exc:
-            log_event(log, "peer_tokens_unreadable", level=40, error=str(exc), keeping="last good tokens")
+            log_event(log, "peer_tokens_unreadable", logging.ERROR, error=str(exc),
+                      keeping="last good tokens")
             return
         log_event(log, "peer_tokens_reloaded", count=len(self._tokens))

@@ -1,4 +1,4 @@
-"""The fake apiserver behaves like the real one where lokal depends on it (see kubernetes.md)."""
+"""The fake apiserver behaves like the real one where lokal depends on it (list, watch, 410, bookmarks)."""
 
 from __future__ import annotations
 

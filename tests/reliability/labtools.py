@@ -2,7 +2,7 @@
 lab namespace (an `Agent` process per namespace), the fake API server's admin endpoints (membership churn,
 outages), the lokal processes' resources (/proc), and waiting for a node's view of the membership.
 
-Rules (lab.md):
+Rules (the lab's):
 - Every request is sent from inside a lab namespace (the agent runs under `ip netns exec`); nothing here
   opens a socket in the root namespace.
 - Every agent is a process this module started; `Agent.close` ends it by its PID (and the lab's teardown
