@@ -156,10 +156,15 @@ fi
 # 3. lokal: its own wheel, installed without dependencies over the deps layer; the layer holds only what
 # that install added.
 log "lokal's wheel"
+# From a clean copy of exactly the hashed inputs: setuptools builds in the source tree, and a build/ left
+# there from an earlier run would carry files since deleted from sidecar/ into the wheel.
+mkdir -p "$work/src"
+cp pyproject.toml README.md "$work/src/"
+tar --exclude=__pycache__ --exclude='*.pyc' -cf - sidecar | tar -C "$work/src" -xf -
 # The .venv's setuptools (pinned like the build-system's) saves fetching it again; else pip's isolation.
 "$python" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
-    --wheel-dir "$work/wheels" "$repo" >&2 2>/dev/null \
-    || "$python" -m pip wheel -q --disable-pip-version-check --no-deps --wheel-dir "$work/wheels" "$repo" >&2
+    --wheel-dir "$work/wheels" "$work/src" >&2 2>/dev/null \
+    || "$python" -m pip wheel -q --disable-pip-version-check --no-deps --wheel-dir "$work/wheels" "$work/src" >&2
 [ -f "$work"/tools/pip-*.whl ] 2>/dev/null || download_pip
 fresh_root "$base_tar" "$deps_tar"
 (cd "$rootfs" && find ./opt/lokal | sort) > "$work/before.txt"

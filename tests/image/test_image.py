@@ -149,6 +149,8 @@ def test_it_holds_this_trees_lokal_no_lab_code_and_no_installer(archive: Archive
         if p.is_file() and "__pycache__" not in p.parts and p.suffix in {".py", ".pyi", ".in"}
     }
     assert ours and ours <= shipped, sorted(ours - shipped)[:10]
+    stale = {f for f in shipped if f.startswith("sidecar/") and f.endswith((".py", ".pyi", ".in"))} - ours
+    assert stale == set()  # nothing from an earlier build or another tree
     lab = [
         f for f in archive.files if "lokal_lab" in f or "lokal-lab" in f or f.startswith(("lab/", "tests/"))
     ]
