@@ -43,7 +43,11 @@ from sidecar.oci import Digest
 
 INGEST_SUBDIR = "ingest"
 APPEAR_TIMEOUT = 5.0  # an ingest named by a claim must appear within this, or the claim is dead
-STALL_TIMEOUT = 3.0  # an ingest whose size does not change for this long is dead (pull cancelled, node gone)
+# An ingest whose size does not change for this long is dead (upstream or the node gone). Not shorter: on a
+# congested upstream link (the benchmark's isolate burst, 6+ streams through one 100 Mbit/s tbf) a live
+# download can pause for seconds, and a follower that gives up on it adds one more upstream copy.
+# A cancelled or failed pull is seen sooner: containerd removes its ingest within about a second.
+STALL_TIMEOUT = 5.0
 POLL_INTERVAL = 0.01  # how often a follower looks at the file's size while it waits for bytes
 CHUNK = 1024 * 1024
 _KINDS = ("layer", "config", "manifest", "index", "unknown")

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 CLUSTER = "*"  # the scope of prefer mode with cross-region always: the whole cluster's ring
-DEFAULT_LEASE = 5.0
+DEFAULT_LEASE = 10.0  # renewed every second: a loaded node that misses a few renewals keeps its claim
 DEFAULT_FAN_OUT = 3
 DEFAULT_OFFER = 3
 DEFAULT_MAX_KEYS = 50_000

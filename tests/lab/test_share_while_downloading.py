@@ -74,27 +74,37 @@ def layer_digests(image: BuiltImage) -> dict[str, int]:
     return {b.digest: b.size for b in blobs if b.digest not in manifests}
 
 
+class Pulls:
+    """CRI pulls of one image on several nodes at once, each in its own thread; `wait()` collects them."""
+
+    def __init__(self, cluster: LabCluster, nodes: list[str], reference: str, together: bool = False) -> None:
+        barrier = threading.Barrier(len(nodes)) if together else None
+        self.results: dict[str, PullResult] = {}
+        self.errors: list[BaseException] = []
+
+        def one(node: str) -> None:
+            try:
+                if barrier is not None:
+                    barrier.wait(timeout=30)
+                self.results[node] = cluster.pull(node, reference, timeout=PULL_TIMEOUT)
+            except BaseException as exc:
+                self.errors.append(exc)
+
+        self.threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in nodes]
+        for thread in self.threads:
+            thread.start()
+
+    def wait(self) -> dict[str, PullResult]:
+        for thread in self.threads:
+            thread.join(PULL_TIMEOUT + 60)
+        assert not self.errors, self.errors[:1]
+        assert len(self.results) == len(self.threads)
+        return self.results
+
+
 def pull_all(cluster: LabCluster, nodes: list[str], reference: str) -> dict[str, PullResult]:
     """Every node of `nodes` pulls at once (a barrier releases them together)."""
-    barrier = threading.Barrier(len(nodes))
-    results: dict[str, PullResult] = {}
-    errors: list[BaseException] = []
-
-    def one(node: str) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[node] = cluster.pull(node, reference, timeout=PULL_TIMEOUT)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in nodes]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(PULL_TIMEOUT + 60)
-    assert not errors, errors[:1]
-    assert set(results) == set(nodes)
-    return results
+    return Pulls(cluster, nodes, reference, together=True).wait()
 
 
 def upstream_blob_bytes(
@@ -217,23 +227,10 @@ def claimant_fails(
     )
     claimant_thread.start()
     wait_growing(cluster, claimant, layer, 1)
-    follower_results: dict[str, PullResult] = {}
-    errors: list[BaseException] = []
-
-    def follow(node: str) -> None:
-        try:
-            follower_results[node] = cluster.pull(node, reference, timeout=PULL_TIMEOUT)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=follow, args=(n,), daemon=True) for n in followers]
-    for thread in threads:
-        thread.start()
+    following = Pulls(cluster, followers, reference)
     wait_growing(cluster, followers[0], layer, 1_000_000)
     fail(claimant)
-    for thread in threads:
-        thread.join(PULL_TIMEOUT + 30)
-    assert not errors, errors[:1]
+    follower_results = following.wait()
     upstream_alone = 40_000_000 * 8 / 100e6  # the layer over the shaped 100 Mbit/s link
     for node in followers:
         assert follower_results[node].seconds < upstream_alone + FAILURE_SLACK, (node, follower_results[node])
