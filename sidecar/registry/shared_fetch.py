@@ -32,6 +32,7 @@ Rules:
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import count
@@ -63,8 +64,12 @@ class SharedFetch:
     provider: RankedProvider
     source: AsyncIterator[bytes]  # the verified relay body: its last bytes come only after the digest
     close_source: Callable[[], Awaitable[None]]
-    base: int = 0  # the blob offset of buffer[0]
-    buffer: bytearray = field(default_factory=bytearray)
+    # The window: the stream's chunks as they came (never copied or moved), `starts[i]` the blob offset of
+    # `pieces[i]`; the ones before `head` are dropped (the lists are compacted now and then).
+    pieces: list[bytes] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    head: int = 0
+    end: int = 0  # bytes pulled so far
     done: bool = False
     failed: BaseException | None = None
     positions: dict[int, int] = field(default_factory=dict)  # reader id -> its next offset
@@ -72,8 +77,9 @@ class SharedFetch:
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     @property
-    def end(self) -> int:
-        return self.base + len(self.buffer)
+    def base(self) -> int:
+        """The blob offset of the window's first byte."""
+        return self.starts[self.head] if self.head < len(self.starts) else self.end
 
     def can_serve(self, start: int) -> bool:
         return self.failed is None and self.base <= start < self.size
@@ -88,8 +94,9 @@ class SharedFetch:
                 if position < self.base:
                     raise SharedFetchFailed(f"{self.digest}: bytes at {position} left the window")
                 if position < self.end:
-                    upto = min(self.end, stop, position + PIECE)
-                    piece = bytes(self.buffer[position - self.base : upto - self.base])
+                    index = bisect_right(self.starts, position, self.head) - 1
+                    offset = position - self.starts[index]
+                    piece = self.pieces[index][offset : offset + min(stop - position, PIECE)]
                     position += len(piece)
                     self.positions[reader] = position
                     yield piece
@@ -117,16 +124,22 @@ class SharedFetch:
                 except Exception as exc:  # the relay body's failure: every reader sees it
                     self.failed = exc
                     return
-            self.buffer += chunk
-            self._trim()
+            if chunk:
+                self.pieces.append(chunk)
+                self.starts.append(self.end)
+                self.end += len(chunk)
+                self._trim()
 
     def _trim(self) -> None:
         """Drop what no open reader still needs, and what exceeds the window in any case."""
         lowest = min(self.positions.values(), default=self.end)
         keep_from = max(min(lowest, self.end - KEEP_BEHIND), self.end - MAX_WINDOW)
-        if keep_from > self.base:
-            del self.buffer[: keep_from - self.base]
-            self.base = keep_from
+        pieces, starts = self.pieces, self.starts
+        while self.head < len(pieces) and starts[self.head] + len(pieces[self.head]) <= keep_from:
+            self.head += 1  # whole chunks only: a reader inside one keeps it
+        if self.head > 256:
+            del self.pieces[: self.head], self.starts[: self.head]
+            self.head = 0
 
     async def aclose(self) -> None:
         await self.close_source()
