@@ -1,4 +1,5 @@
-"""The key walk of one image: index -> manifests -> config + layers, skipping what the store lacks.
+"""The key walk of one image (oci.walk_documents): index -> manifests -> config + layers, skipping what
+the store lacks.
 
 Absent children are normal: a CRI pull fetches one platform of an index, and `discard_unpacked_layers`
 deletes layers after unpack. They are counted, so that the second case can be reported.
@@ -14,13 +15,12 @@ import platform
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sidecar.oci import Digest, NotAManifest, children, split_image_name, tag_key
-from sidecar.oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES
+from sidecar.oci import Digest, split_image_name, tag_key
+from sidecar.oci.walk import Visit, walk_documents
 
 ReadBytes = Callable[[Digest], Awaitable[bytes | None]]
 Exists = Callable[[Digest], Awaitable[bool]]
 
-MAX_DEPTH = 4  # an index of indexes is legal; a cycle is not, and depth bounds it
 # Python's machine names -> OCI architectures (GOARCH).
 _ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
                   "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le", "s390x": "s390x",
@@ -56,35 +56,23 @@ async def walk_image(
     parts = split_image_name(name)
     if parts is not None:
         result.keys.add(tag_key(*parts))
-    await _walk(target, data, read, exists, result, 0, node_platform or host_platform(), True)
+    mine = node_platform or host_platform()
+
+    async def visit(node: Visit) -> bool:
+        if node.kind in ("index", "manifest"):
+            if node.data is not None:  # a document absent from the store makes nothing servable
+                result.keys.add(str(node.digest))
+                result.sizes[str(node.digest)] = len(node.data)
+            return True
+        own = all(platform == mine for platform in node.platforms)
+        (result.own if own else result.foreign).add(str(node.digest))
+        if await exists(node.digest):
+            result.keys.add(str(node.digest))
+            result.sizes[str(node.digest)] = node.size or 0
+        elif own:
+            result.absent.add(str(node.digest))
+        return False
+
+    await walk_documents(target, read, visit, root_data=data)
     result.foreign -= result.own  # a layer shared with the node's own platform must be there
     return result
-
-
-async def _walk(
-    digest: Digest, data: bytes, read: ReadBytes, exists: Exists, result: WalkResult, depth: int,
-    node_platform: str, own: bool,
-) -> None:
-    result.keys.add(str(digest))
-    result.sizes[str(digest)] = len(data)
-    if depth >= MAX_DEPTH:
-        return
-    try:
-        media_type, descriptors = children(data)
-    except NotAManifest:
-        return
-    for child in descriptors:
-        if media_type in INDEX_TYPES or child.media_type in INDEX_TYPES | MANIFEST_TYPES:
-            child_own = own and (child.platform is None or child.platform == node_platform)
-            child_data = await read(child.digest)
-            if child_data is not None:
-                await _walk(
-                    child.digest, child_data, read, exists, result, depth + 1, node_platform, child_own
-                )
-            continue
-        (result.own if own else result.foreign).add(str(child.digest))
-        if await exists(child.digest):
-            result.keys.add(str(child.digest))
-            result.sizes[str(child.digest)] = child.size
-        elif own:
-            result.absent.add(str(child.digest))

@@ -12,7 +12,7 @@ Rules:
   error that says so.
 - Downloads in progress (share while downloading) are listed as `in_progress`: the nodes a pull would
   follow now, read from the claim homes without claiming anything.
-- Bounded: at most `MAX_ENTRIES` blobs and `MAX_DEPTH` manifest levels.
+- Bounded: at most `MAX_ENTRIES` blobs and the walker's `MAX_DEPTH` manifest levels.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from sidecar.containerd import StoreUnavailable
 from sidecar.debug.view import NodeView
 from sidecar.hosts.settings import DEFAULT_REGISTRY_DIR
 from sidecar.membership import Membership, Peer, Tier
-from sidecar.oci import Digest, ImageReference, NotAManifest, children, load_manifest, parse_image_reference
-from sidecar.oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES
+from sidecar.oci import Digest, ImageReference, parse_image_reference
+from sidecar.oci.walk import Visit, walk_documents
 from sidecar.registry.crossing import cap_share, plan_crossing
 from sidecar.registry.providers import MAX_PROVIDERS_TRIED, choose_providers
 from sidecar.registry.pulls import PullRecord
@@ -36,7 +36,6 @@ from sidecar.registry.speeds import SpeedBook
 from sidecar.topology.policy import PeerStats, TopologyPolicy, tier_of
 
 MAX_ENTRIES = 256
-MAX_DEPTH = 4
 DEFAULT_REGISTRY = "docker.io"
 PLACEHOLDER_REPOSITORY = "lokal/where"  # peers serve by digest; a bare digest still needs a valid path
 
@@ -152,7 +151,7 @@ async def where_report(node: NodeView, text: str) -> dict[str, Any]:
             raise BadTarget(f"{registry}/{repository}:{target.tag} is not held on this node, and lokal "
                             "resolves tags only from the local store: pass IMAGE@DIGEST or the digest")
     walker = _Walker(node, registry, repository)
-    await walker.visit(root, None, None, depth=0, bare=target.repository == "")
+    await walker.walk(root, bare=target.repository == "")
     membership = node.current_membership()
     bare = target.repository == ""  # a digest alone names no registry or repository: none is made up
     return {
@@ -182,40 +181,27 @@ class _Walker:
         self.truncated = False
         self.seen: set[Digest] = set()
 
-    async def visit(
-        self, digest: Digest, media_type: str | None, size: int | None, *, depth: int, bare: bool = False,
-        kind: str | None = None,
-    ) -> None:
-        if digest in self.seen:
-            return
-        if len(self.entries) >= MAX_ENTRIES:
-            self.truncated = True
-            return
-        self.seen.add(digest)
-        could_be_manifest = kind in (None, "manifest", "index")
-        data = await self._manifest(digest) if could_be_manifest else None
-        if data is not None:
-            media_type, _ = load_manifest(data)
-            kind = "index" if media_type in INDEX_TYPES else "manifest"
-            size = len(data)
-        elif kind is None:
-            kind = "blob" if bare else "manifest"
-        entry = await self._entry(digest, kind, media_type, size)
-        if data is None and kind in ("manifest", "index"):
-            entry["note"] = "manifest not readable here or from a peer: its blobs are not listed"
-        self.entries.append(entry)
-        if data is None or depth >= MAX_DEPTH:
-            return
-        try:
-            parent_type, descriptors = children(data)
-        except NotAManifest:
-            return
-        for position, child in enumerate(descriptors):
-            if parent_type in INDEX_TYPES or child.media_type in INDEX_TYPES | MANIFEST_TYPES:
-                child_kind = "index" if child.media_type in INDEX_TYPES else "manifest"
-            else:
-                child_kind = "config" if position == 0 else "layer"
-            await self.visit(child.digest, child.media_type, child.size, depth=depth + 1, kind=child_kind)
+    async def walk(self, root: Digest, bare: bool) -> None:
+        """Each node of the image under `root` (oci.walk_documents), each digest once, MAX_ENTRIES at most."""
+
+        async def read(digest: Digest) -> bytes | None:
+            return None if digest in self.seen else await self._manifest(digest)
+
+        async def visit(node: Visit) -> bool:
+            if node.digest in self.seen:
+                return False
+            if len(self.entries) >= MAX_ENTRIES:
+                self.truncated = True
+                return False
+            self.seen.add(node.digest)
+            kind = node.kind or ("blob" if bare else "manifest")  # the root, unreadable
+            entry = await self._entry(node.digest, kind, node.media_type, node.size)
+            if node.data is None and kind in ("manifest", "index"):
+                entry["note"] = "manifest not readable here or from a peer: its blobs are not listed"
+            self.entries.append(entry)
+            return True
+
+        await walk_documents(root, read, visit)
 
     async def _entry(
         self, digest: Digest, kind: str, media_type: str | None, size: int | None
