@@ -7,6 +7,8 @@ node's own address because production does (`serve.source_address`).
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,6 +24,29 @@ from sidecar.topology.policy import TopologyPolicy
 
 NS = "registry.example"
 PREFER_ALWAYS = TopologyPolicy(TopologyMode.PREFER, CrossRegion.ALWAYS)
+
+
+async def holding(data: bytes, store: MemoryStore | None = None) -> MemoryStore:
+    """A store holding `data` as an indexed key: named by a manifest of an image, as after a real pull."""
+    store = store or MemoryStore()
+    digest = store.add_blob(data)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "c", "digest": str(digest), "size": len(data)},
+                           "layers": []}).encode()
+    await store.set_image(f"{NS}/app:v1", store.add_blob(manifest))
+    return store
+
+
+def status_of(port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> int:
+    """The status of one plain HTTP request to 127.0.0.1:`port` (blocking: run it in a thread)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, headers=headers or {})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
 
 
 def free_port_on_all(addresses: list[str]) -> int:

@@ -3,7 +3,6 @@ build info, and a hit ratio that counts each body once (HEADs and Range continua
 
 from __future__ import annotations
 
-import http.client
 import os
 import platform
 from contextlib import AbstractAsyncContextManager
@@ -16,6 +15,7 @@ from sidecar.metrics.definitions import lokal_version
 from sidecar.registry.ranges import continues_a_body
 from sidecar.serve import Node, running_node
 from sidecar.settings import Discovery, ServeSettings
+from tests.nodes import status_of
 
 REGISTRY = "registry.lokal.test"
 
@@ -29,17 +29,6 @@ def sample(node: Node, metric: str, **labels: str) -> float:
     assert node.observability is not None
     value = node.observability.metrics.registry.get_sample_value(metric, labels)
     return 0.0 if value is None else value
-
-
-def ask(port: int, method: str, path: str, headers: dict[str, str]) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(method, path, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
 
 
 @pytest.mark.anyio
@@ -78,7 +67,8 @@ async def test_head_requests_and_range_continuations_stay_out_of_the_hit_ratio()
             ("HEAD", blob, {}), ("GET", blob, {}), ("GET", blob, {"Range": "bytes=1000-"}),
             ("GET", blob, {"Range": "bytes=2000-"}), ("HEAD", absent, {}), ("GET", absent, {}),
         ]
-        statuses = [await anyio.to_thread.run_sync(ask, port, m, path.format(d), h) for m, d, h in asked]
+        ask = status_of
+        statuses = [await anyio.to_thread.run_sync(ask, port, path.format(d), m, h) for m, d, h in asked]
     assert statuses == [200, 200, 206, 206, 404, 404]
     # One body served, one missed: a hit ratio of 1/2, not 4/6.
     assert sample(node, "lokal_requests_total", kind="blob", result="local", tier="same_node") == 1

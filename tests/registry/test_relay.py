@@ -17,6 +17,7 @@ from sidecar.membership import CrossRegion, Peer, TopologyMode
 from sidecar.oci import Digest, digest_of
 from sidecar.registry.suspicion import MixedMismatches
 from sidecar.topology.policy import TopologyPolicy
+from tests.nodes import holding as held
 from tests.registry.peers import NS, cluster
 
 pytestmark = pytest.mark.anyio
@@ -31,14 +32,7 @@ D = Peer("d", "127.0.0.5", "r2", "z3")
 
 
 async def holding(data: bytes = LAYER, store: MemoryStore | None = None) -> MemoryStore:
-    store = store or MemoryStore()
-    digest = store.add_blob(data)
-    # A manifest naming the blob makes it an indexed key, as after a real pull.
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "c", "digest": str(digest), "size": len(data)},
-                           "layers": []}).encode()
-    await store.set_image(f"{NS}/app:v1", store.add_blob(manifest))
-    return store
+    return await held(data, store)
 
 
 def fetch(address: str, port: int, digest: Digest, headers: dict[str, str] | None = None

@@ -3,8 +3,6 @@ accept and the docs use; `*` is refused by both, naming the setting."""
 
 from __future__ import annotations
 
-import http.client
-
 import anyio
 import pytest
 
@@ -12,17 +10,7 @@ from sidecar.containerd import MemoryStore
 from sidecar.hosts.settings import SettingError
 from sidecar.serve import running_node
 from sidecar.settings import ConfigureSettings, ServeSettings, read
-
-
-def get(port: int, path: str) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
+from tests.nodes import status_of
 
 
 @pytest.mark.anyio
@@ -33,7 +21,8 @@ async def test_serve_with_default_mirrors_a_registry_it_was_never_told_about() -
     async with running_node(settings, store=store, listen=("127.0.0.1", 0)) as node:
         assert node.server.address is not None
         port = node.server.address[1]
-        status = await anyio.to_thread.run_sync(get, port, f"/v2/app/blobs/{blob}?ns=registry.corp.example")
+        path = f"/v2/app/blobs/{blob}?ns=registry.corp.example"
+        status = await anyio.to_thread.run_sync(status_of, port, path)
     assert status == 200
 
 

@@ -4,33 +4,21 @@ kernel would pick another source address (here every other request would come fr
 
 from __future__ import annotations
 
-import json
-
 import anyio
 import pytest
 
-from sidecar.containerd import MemoryStore, Store
+from sidecar.containerd import Store
 from sidecar.http.client import PeerClient
 from sidecar.membership import Peer
 from sidecar.oci import digest_of
 from sidecar.serve import source_address
-from tests.nodes import NS, in_process_nodes
+from tests.nodes import NS, holding, in_process_nodes
 
 pytestmark = pytest.mark.anyio
 
 A = Peer("a", "127.0.0.2", "r1", "z1")
 B = Peer("b", "127.0.0.3", "r1", "z1")
 LAYER = bytes(range(256)) * 4096
-
-
-async def holding(data: bytes) -> MemoryStore:
-    store = MemoryStore()
-    layer = store.add_blob(data)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "c", "digest": str(layer), "size": len(data)},
-                           "layers": []}).encode()
-    await store.set_image(f"{NS}/app:v1", store.add_blob(manifest))
-    return store
 
 
 async def test_a_production_node_advertises_and_relays_from_its_own_address() -> None:
