@@ -15,6 +15,7 @@
 #
 #   bash scripts/build_image.sh                                          # build (or reuse); print the path
 #   LOKAL_IMAGE=registry.example/lokal:1.2 bash scripts/build_image.sh   # another reference
+#   bash scripts/build_image.sh --print-key                              # the cache key only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -42,14 +43,6 @@ python=${PYTHON:-$repo/.venv/bin/python}
 log() { echo "build_image: [${SECONDS}s] $*" >&2; }
 hash16() { sha256sum | cut -c1-16; }
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "build_image: needs root (debootstrap and chroot)" >&2
-    exit 1
-fi
-for tool in debootstrap buildah; do
-    command -v "$tool" >/dev/null || { echo "build_image: $tool is missing: run scripts/setup.sh" >&2; exit 1; }
-done
-
 base_key=$(printf '%s\n' "$suite" "$base_packages" "$base_version" "$(dpkg --print-architecture)" | hash16)
 # The dependency list itself, not all of pyproject.toml: a test or lint setting rebuilds nothing.
 dependencies=$("$python" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
@@ -59,6 +52,17 @@ key=$( {
     sha256sum scripts/build_image.sh pyproject.toml README.md
     find sidecar -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
 } | hash16)
+if [ "${1:-}" = "--print-key" ]; then   # the cache key of this tree, and nothing else
+    echo "$key"
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "build_image: needs root (debootstrap and chroot)" >&2
+    exit 1
+fi
+for tool in debootstrap buildah; do
+    command -v "$tool" >/dev/null || { echo "build_image: $tool is missing: run scripts/setup.sh" >&2; exit 1; }
+done
 out=$cache/$key
 mkdir -p "$cache"
 exec 9> "$cache/.lock"

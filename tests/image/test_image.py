@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,6 +118,45 @@ def test_an_unchanged_tree_reuses_the_cached_archive(built: Built) -> None:
     again = build()
     assert "up to date" in again.log
     assert again.archive == built.archive and again.record == built.record
+
+
+def test_the_cache_key_follows_what_goes_into_the_image_and_nothing_else(tmp_path: Path) -> None:
+    # A copy of the inputs the script reads, so that the test can change them.
+    tree = tmp_path / "tree"
+    for part in (
+        "scripts/build_image.sh",
+        "pyproject.toml",
+        "README.md",
+        "sidecar",
+        "tests/image",
+        "manifests/base/daemonset/kustomization.yaml",
+    ):
+        source, target = REPO / part, tree / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, target)
+
+    def key(**env: str) -> str:
+        result = subprocess.run(
+            ["bash", str(tree / "scripts/build_image.sh"), "--print-key"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, "PYTHON": sys.executable, **env},
+        )
+        return result.stdout.strip()
+
+    first = key()
+    (tree / "tests/image/test_image.py").write_text("# a test changed\n")
+    (tree / "sidecar/__pycache__").mkdir(exist_ok=True)
+    (tree / "sidecar/__pycache__/x.cpython-311.pyc").write_bytes(b"bytecode")
+    assert key() == first  # tests and bytecode are not in the image
+    assert key(LOKAL_IMAGE="registry.example/lokal:2") != first
+    (tree / "sidecar/logs.py").write_text((tree / "sidecar/logs.py").read_text() + "\n# changed\n")
+    assert key() != first
 
 
 def test_the_recorded_digest_and_size_are_the_archives(built: Built, archive: Archive) -> None:
