@@ -176,6 +176,10 @@ def test_a_burst_passes_with_one_copy_per_scope_and_pulls_close_to_one_node_alon
     runs[3].update(upstream_bytes_registry_log=23_000_000)  # two regions: 2.2x allowed, 2.3x is too much
     pulls.judge_bursts(runs, regions=2)
     prefer, region, isolate = (r["expectation"] for r in runs[1:])
+    rolling = summary("baseline", "rolling", 10_000_000)
+    rolling["pull_seconds_median"] = 2.4  # six nodes alone: the reference when the run has it
+    pulls.judge_bursts([*runs, rolling], regions=2)
+    assert runs[1]["expectation"]["median_x_alone"] == 1.0
     assert prefer["verdict"] == "pass" and prefer["median_x_alone"] == 1.2
     assert region["verdict"] == "fail" and region["median_x_alone"] == 1.4  # median over 1.3x alone
     assert isolate["verdict"] == "fail" and "median_x_alone" not in isolate  # two copies: no time figure
