@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -264,18 +265,27 @@ async def _confirmed(in_namespace: Callable[[], Awaitable[bool]]) -> bool:
 
 class IngestProbe:
     """What one node's content store shows about a key's download: the `DownloadProbe` of the claim
-    leases (sidecar/routing/leases.py), over this module's functions."""
+    leases (sidecar/routing/leases.py), over this module's functions. The ingest directory is scanned
+    at most once per `rescan` seconds, however many keys are asked about (one lease per miss)."""
 
     def __init__(
-        self, content_root: Callable[[], str | None], namespace: str, indexed: Callable[[str], bool]
+        self,
+        content_root: Callable[[], str | None],
+        namespace: str,
+        indexed: Callable[[str], bool],
+        rescan: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._root = content_root
         self.namespace = namespace
         self._indexed = indexed
+        self.rescan = rescan
+        self.clock = clock
+        self._scanned_at = float("-inf")
+        self._by_digest: dict[str, Ingest] = {}
 
     def progress(self, key: str) -> IngestProgress | None:
-        root = self._root()
-        found = find_ingest(root, key, self.namespace) if root else None
+        found = self._ingests().get(key)
         return progress(found) if found is not None else None
 
     def committed(self, key: str) -> bool:
@@ -287,3 +297,29 @@ class IngestProbe:
 
     def indexed(self, key: str) -> bool:
         return self._indexed(key)
+
+    def _ingests(self) -> dict[str, Ingest]:
+        now = self.clock()
+        if now - self._scanned_at >= self.rescan:
+            self._scanned_at = now
+            root = self._root()
+            self._by_digest = all_ingests(root, self.namespace) if root else {}
+        return self._by_digest
+
+
+def all_ingests(content_root: str | Path, namespace: str) -> dict[str, Ingest]:
+    """Every ingest of `namespace`, by the digest its ref names (`<ns>/<n>/<kind>-<digest>`)."""
+    try:
+        entries = list(os.scandir(ingest_root(content_root)))
+    except OSError:
+        return {}
+    found: dict[str, Ingest] = {}
+    for entry in entries:
+        ingest = read_ingest(Path(entry.path))
+        if ingest is None:
+            continue
+        namespace_part, _, rest = ingest.ref.partition("/")
+        kind, sep, digest = rest.rpartition("/")[2].partition("-")
+        if namespace_part == namespace and sep and kind in _KINDS:
+            found[digest] = ingest
+    return found

@@ -15,6 +15,7 @@ import pytest
 from sidecar.containerd.ingest import (
     GrowingBlob,
     IngestEnded,
+    IngestProbe,
     find_ingest,
     parse_timestamp,
     progress,
@@ -177,3 +178,18 @@ async def test_a_follower_past_the_growing_limit_gets_a_503_counted_as_a_limit(t
     answer = await source.serve(DIGEST, None, record)
     assert isinstance(answer, Response) and answer.status == 503
     assert record.miss is Miss.UPLOAD_LIMIT and record.miss.is_limit
+
+
+def test_the_probe_scans_the_ingests_once_per_interval(tmp_path: Path) -> None:
+    now = [0.0]
+    probe = IngestProbe(lambda: str(tmp_path), "k8s.io", lambda key: False, rescan=0.5, clock=lambda: now[0])
+    assert probe.progress(str(DIGEST)) is None
+    directory = make_ingest(tmp_path, f"k8s.io/1/layer-{DIGEST}", len(DATA))
+    (directory / "data").write_bytes(DATA[:10])
+    assert probe.progress(str(DIGEST)) is None  # the scan is 0 s old
+    now[0] = 0.6
+    state = probe.progress(str(DIGEST))
+    assert state is not None and state.offset == 10
+    (directory / "data").write_bytes(DATA[:20])
+    assert probe.progress(str(DIGEST)).offset == 20  # type: ignore[union-attr]  # sizes are always fresh
+    assert not probe.committed(str(DIGEST))
