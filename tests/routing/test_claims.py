@@ -221,3 +221,12 @@ async def test_holders_win_over_claims_and_a_dead_claim_frees_the_key() -> None:
     await c.advertise([KEY])
     found = await a.find(KEY, claim="r1")
     assert found.providers == ("r1-n3",) and not found.claimed and not found.fetching
+
+
+@pytest.mark.anyio
+async def test_a_plain_lookup_sees_downloads_in_progress_without_claiming() -> None:
+    cluster = build_cluster({"r1": 6}, probe=Probe())
+    fetcher, asker = cluster.routers["r1-n1"], cluster.routers["r1-n2"]
+    assert (await fetcher.find(KEY, claim="r1")).claimed
+    assert await asker.in_progress(KEY, "r1") == ("r1-n1",)  # what `lokal where` shows
+    assert (await asker.find(KEY, claim="r1")).fetching == ("r1-n1",)  # the plain look claimed nothing
