@@ -36,7 +36,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from sidecar.caps.pacer import TierCaps
 from sidecar.cluster import ClusterConfig, ClusterConfigError, MembershipSource
 from sidecar.cluster.feed import FixedMembership, MembershipFeed
-from sidecar.containerd import ConfigError, ContainerdStore, Store
+from sidecar.containerd import ConfigError, ContainerdStore, Store, check_socket_setting
 from sidecar.containerd.ingest import IngestProbe
 from sidecar.containerd.upstream_watch import UpstreamWatcher, ingest_size
 from sidecar.debug import Observability, observe, start_observability
@@ -442,6 +442,11 @@ async def run_until_signalled(settings: ServeSettings) -> None:
                 log_event(log, "shutdown", signal=signal.Signals(signum).name)
                 break
     log_event(log, "stopped")
+
+
+def check_settings(settings: ServeSettings) -> None:
+    """The checks a setting's own parser cannot make (they look at the host); raises a CONFIG_ERRORS error."""
+    check_socket_setting(settings.containerd_socket)
 
 
 def serve(settings: ServeSettings) -> int:

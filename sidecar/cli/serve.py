@@ -22,14 +22,13 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sidecar.containerd import check_socket_setting
     from sidecar.logs import get_logger, log_event, setup_logging
-    from sidecar.serve import CONFIG_ERRORS, StartupError, serve
+    from sidecar.serve import CONFIG_ERRORS, StartupError, check_settings, serve
     from sidecar.settings import read
 
     try:  # every value is checked before the event loop starts
         settings = read(ServeSettings, args)
-        check_socket_setting(settings.containerd_socket)
+        check_settings(settings)
     except CONFIG_ERRORS as exc:
         print(f"lokal serve: {exc}", file=sys.stderr)
         return 2
