@@ -7,7 +7,8 @@ Rules:
   hit ratio computed from `lokal_requests_total` is never inflated by serving peers.
 - containerd's HEADs and Range continuations go to `lokal_followup_requests_total` instead: each body
   counts once in the hit ratio, however many requests it took. Their bytes still count.
-- Bytes: a hit for containerd counts `to_containerd` at its source tier, and a peer hit also `from_peer`;
+- Bytes: a hit for containerd counts `to_containerd` at its source tier, and a peer hit also `from_peer`
+  (what was read from the peer: a HEAD by tag resolved through a peer reads the manifest);
   a request served to a peer counts `to_peer` at the peer's tier. Bytes of a body that broke off count
   what was sent.
 - Time to first byte and transfer time are observed for hits (local, peer) only, by tier; a miss has no
@@ -55,8 +56,9 @@ def classify(record: PullRecord, asker_tier: str = Tier.SAME_NODE.value) -> Pull
     flows: list[tuple[str, str, int]] = []
     if record.bytes:
         flows.append(("to_containerd", tier, record.bytes))
-        if record.result == "peer" or (record.result == "error" and record.provider):
-            flows.append(("from_peer", tier, record.bytes))
+    received = record.bytes if record.received_from_peer is None else record.received_from_peer
+    if received and (record.result == "peer" or (record.result == "error" and record.provider)):
+        flows.append(("from_peer", tier, received))
     hit = record.result in HITS
     lookup = None
     if record.lookup_s is not None:

@@ -83,6 +83,9 @@ class PullRecord:
     source: str = ""  # "file" | "grpc" | "relay"
     status: int = 0
     bytes: int = 0
+    # Bytes read from peers when they differ from `bytes`: a HEAD by tag resolved through a peer reads
+    # the manifest (to check it against its digest) and sends containerd no body. None: same as `bytes`.
+    received_from_peer: int | None = None
     reason: str = ""  # in words, for the log; `why` is the bounded category
     why: Miss | None = None
     attempts: int = 0

@@ -369,7 +369,7 @@ class PeerRelay(Relay):
             record.missed(Miss.PROVIDERS_FAILED,
                           f"{provider.peer.name} sent a manifest that does not match its digest")
             return None
-        record.bytes = len(data)
+        record.bytes = record.received_from_peer = len(data)
         headers = [("Content-Type", media_type), ("Docker-Content-Digest", str(digest)),
                    ("Content-Length", str(len(data)))]
         return Response(200, headers, data)
