@@ -27,6 +27,7 @@ from sidecar.containerd import OpenBlob, Store
 from sidecar.containerd.ingest import APPEAR_TIMEOUT, STALL_TIMEOUT, GrowingBlob, find_ingest
 from sidecar.http.messages import Response, StreamBody
 from sidecar.oci import Digest, ErrorCode, oci_error
+from sidecar.registry.headers import blob_headers
 from sidecar.registry.pulls import Miss, PullRecord
 from sidecar.registry.ranges import Unsatisfiable, parse_range
 from sidecar.security import Gate
@@ -94,14 +95,7 @@ class GrowingSource:
             self.gate.leave()
             return Committed() if _exists(blob_path) else None
         start, length = (byte_range.start, byte_range.length) if byte_range else (0, ingest.total)
-        headers = [
-            ("Content-Type", "application/octet-stream"),
-            ("Docker-Content-Digest", str(digest)),
-            ("Accept-Ranges", "bytes"),
-            ("Content-Length", str(length)),
-        ]
-        if byte_range is not None:
-            headers.append(("Content-Range", byte_range.content_range(ingest.total)))
+        headers = blob_headers(digest, length, byte_range.content_range(ingest.total) if byte_range else None)
         record.result, record.tier, record.source = "local", "same_node", "ingest"
         record.bytes = length
 

@@ -22,6 +22,7 @@ from sidecar.http.messages import FileBody, Request, Response, StreamBody
 from sidecar.oci import Digest, ErrorCode, oci_error
 from sidecar.registry.bodies import on_body_done
 from sidecar.registry.growing import GROWING_HEADER, Committed, GrowingSource
+from sidecar.registry.headers import blob_headers, manifest_headers
 from sidecar.registry.pulls import Miss, PullObserver, PullRecord
 from sidecar.registry.ranges import ByteRange, Unsatisfiable, continues_a_body, parse_range
 from sidecar.registry.refusals import RefusalLog
@@ -211,7 +212,7 @@ class RegistryHandler:
             if manifest is not None:
                 record.result, record.tier, record.source = "local", "same_node", "file"
                 record.bytes = len(manifest.data)
-                return Response(200, _manifest_headers(manifest.media_type, digest, len(manifest.data)),
+                return Response(200, manifest_headers(manifest.media_type, digest, len(manifest.data)),
                                 manifest.data)
             if local_only:
                 return None
@@ -243,28 +244,12 @@ def _blob_response(
 ) -> Response:
     size = blob.size
     start, length = (byte_range.start, byte_range.length) if byte_range else (0, size)
-    headers = [
-        ("Content-Type", "application/octet-stream"),
-        ("Docker-Content-Digest", str(digest)),
-        ("Accept-Ranges", "bytes"),
-        ("Content-Length", str(length)),
-    ]
-    status = 200
-    if byte_range is not None:
-        status = 206
-        headers.append(("Content-Range", byte_range.content_range(size)))
+    status = 206 if byte_range is not None else 200
+    headers = blob_headers(digest, length, byte_range.content_range(size) if byte_range else None)
     record.bytes = length
     if isinstance(blob, FileBlob):
         return Response(status, headers, FileBody(blob.fd, start, length, blob.close))
     return Response(status, headers, StreamBody(blob.read(start, length), length))
-
-
-def _manifest_headers(media_type: str, digest: Digest, length: int) -> list[tuple[str, str]]:
-    return [
-        ("Content-Type", media_type),
-        ("Docker-Content-Digest", str(digest)),
-        ("Content-Length", str(length)),
-    ]
 
 
 def _finishing(response: Response, record: PullRecord) -> Response:

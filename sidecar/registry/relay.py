@@ -54,6 +54,7 @@ from sidecar.registry.bodies import on_body_done
 from sidecar.registry.crossing import CrossingGate, relay_chunks
 from sidecar.registry.growing import GROWING_HEADER
 from sidecar.registry.handler import LOCAL_ONLY_HEADER, Relay
+from sidecar.registry.headers import blob_headers, manifest_headers
 from sidecar.registry.peerstats import PeerBook
 from sidecar.registry.providers import MAX_PROVIDERS_TRIED, ProviderChoice, choose_providers
 from sidecar.registry.pulls import Miss, PullRecord
@@ -370,9 +371,7 @@ class PeerRelay(Relay):
                           f"{provider.peer.name} sent a manifest that does not match its digest")
             return None
         record.bytes = record.received_from_peer = len(data)
-        headers = [("Content-Type", media_type), ("Docker-Content-Digest", str(digest)),
-                   ("Content-Length", str(len(data)))]
-        return Response(200, headers, data)
+        return Response(200, manifest_headers(media_type, digest, len(data)), data)
 
     def _blob(
         self,
@@ -388,14 +387,7 @@ class PeerRelay(Relay):
         if size is None or length is None:
             record.missed(Miss.PROVIDERS_FAILED, f"{provider.peer.name} sent no usable length")
             return None
-        headers = [
-            ("Content-Type", "application/octet-stream"),
-            ("Docker-Content-Digest", str(digest)),
-            ("Accept-Ranges", "bytes"),
-            ("Content-Length", str(length)),
-        ]
-        if content_range:
-            headers.append(("Content-Range", content_range))
+        headers = blob_headers(digest, length, content_range or None)
         record.bytes = length
         body = _RelayBody(self, ranked, provider, response, target, digest, start, length, size, record,
                           following)
@@ -457,16 +449,9 @@ def _shared_response(fetch: SharedFetch, wanted: ByteRange | None, record: PullR
     record.provided_by(fetch.provider.peer, fetch.provider.tier)
     record.extra["shared_fetch"] = True
     record.bytes = length
-    headers = [
-        ("Content-Type", "application/octet-stream"),
-        ("Docker-Content-Digest", fetch.digest),
-        ("Accept-Ranges", "bytes"),
-        ("Content-Length", str(length)),
-    ]
-    if wanted is None:
-        return Response(200, headers, StreamBody(fetch.read(0, length), length))
-    headers.append(("Content-Range", wanted.content_range(fetch.size)))
-    return Response(206, headers, StreamBody(fetch.read(start, length), length))
+    content_range = wanted.content_range(fetch.size) if wanted else None
+    headers = blob_headers(fetch.digest, length, content_range)
+    return Response(206 if wanted else 200, headers, StreamBody(fetch.read(start, length), length))
 
 
 def _tail_sender_first(choice: ProviderChoice, first: str | None) -> tuple[RankedProvider, ...]:
