@@ -81,14 +81,18 @@ def ingest_root(content_root: str | Path) -> Path:
     return Path(content_root) / INGEST_SUBDIR
 
 
-def ref_matches(ref: str, digest: Digest | str, namespace: str) -> bool:
-    """Whether an ingest ref is `namespace`'s download of `digest` (`<ns>/<n>/<kind>-<digest>`)."""
+def ref_digest(ref: str, namespace: str) -> str | None:
+    """The digest an ingest ref of `namespace` downloads (`<ns>/<n>/<kind>-<digest>`), else None."""
     namespace_part, _, rest = ref.partition("/")
     if namespace_part != namespace or not rest:
-        return False
-    _, _, name = rest.rpartition("/")
-    kind, sep, named = name.partition("-")
-    return bool(sep) and named == str(digest) and kind in _KINDS
+        return None
+    kind, sep, named = rest.rpartition("/")[2].partition("-")
+    return named if sep and kind in _KINDS else None
+
+
+def ref_matches(ref: str, digest: Digest | str, namespace: str) -> bool:
+    """Whether an ingest ref is `namespace`'s download of `digest`."""
+    return ref_digest(ref, namespace) == str(digest)
 
 
 def parse_timestamp(text: str) -> float | None:
@@ -115,10 +119,12 @@ def _read_text(path: Path, limit: int = 4096) -> str | None:
 
 def read_ingest(directory: Path) -> Ingest | None:
     ref = _read_text(directory / "ref")
-    if ref is None:
-        return None
+    return None if ref is None else _with_total(directory, ref.strip())
+
+
+def _with_total(directory: Path, ref: str) -> Ingest:
     total_text = (_read_text(directory / "total") or "").strip()
-    return Ingest(directory, ref.strip(), int(total_text) if total_text.isdigit() else 0)
+    return Ingest(directory, ref, int(total_text) if total_text.isdigit() else 0)
 
 
 def find_ingest(content_root: str | Path, digest: Digest | str, namespace: str) -> Ingest | None:
@@ -129,9 +135,11 @@ def find_ingest(content_root: str | Path, digest: Digest | str, namespace: str) 
         return None
     best: tuple[float, Ingest] | None = None
     for entry in entries:
-        ingest = read_ingest(Path(entry.path))
-        if ingest is None or not ref_matches(ingest.ref, digest, namespace):
+        # Only the ref is read for every entry; the rest only for the download of `digest`.
+        ref = _read_text(Path(entry.path) / "ref")
+        if ref is None or not ref_matches(ref.strip(), digest, namespace):
             continue
+        ingest = _with_total(Path(entry.path), ref.strip())
         try:
             written = os.stat(ingest.data_path).st_mtime
         except OSError:
@@ -316,10 +324,7 @@ def all_ingests(content_root: str | Path, namespace: str) -> dict[str, Ingest]:
     found: dict[str, Ingest] = {}
     for entry in entries:
         ingest = read_ingest(Path(entry.path))
-        if ingest is None:
-            continue
-        namespace_part, _, rest = ingest.ref.partition("/")
-        kind, sep, digest = rest.rpartition("/")[2].partition("-")
-        if namespace_part == namespace and sep and kind in _KINDS:
+        digest = ref_digest(ingest.ref, namespace) if ingest is not None else None
+        if ingest is not None and digest is not None:
             found[digest] = ingest
     return found
