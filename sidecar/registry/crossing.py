@@ -36,6 +36,7 @@ class CrossingPlan:
     kept: tuple[RankedProvider, ...]
     decision: CrossingDecision | None  # None: auto did not have to decide
     dropped_reason: str  # why other-region providers were removed ("" when none were)
+    miss: Miss | None = None  # the miss it is, when nothing closer is left
 
 
 def plan_crossing(
@@ -54,7 +55,8 @@ def plan_crossing(
         return CrossingPlan(tuple(ranked), None, "")
     closer = tuple(p for p in ranked if p.tier is not Tier.OTHER_REGION)
     if not cap_admits:
-        return CrossingPlan(closer, None, f"{CAPPED_REASON}: its backlog is too long, not waiting for it")
+        return CrossingPlan(closer, None, f"{CAPPED_REASON}: its backlog is too long, not waiting for it",
+                            Miss.CAPPED)
     auto = policy.mode is TopologyMode.PREFER and policy.cross_region is CrossRegion.AUTO
     if not auto:
         return CrossingPlan(tuple(ranked), None, "")
@@ -68,7 +70,7 @@ def plan_crossing(
     )
     if decision.choice == PEER:
         return CrossingPlan(tuple(ranked), decision, "")
-    return CrossingPlan(closer, decision, f"{AUTO_UPSTREAM_REASON}: {decision.reason}")
+    return CrossingPlan(closer, decision, f"{AUTO_UPSTREAM_REASON}: {decision.reason}", Miss.AUTO_UPSTREAM)
 
 
 @dataclass
@@ -86,8 +88,11 @@ class CrossingGate:
     ) -> list[RankedProvider]:
         cap = self.caps.from_other_regions
         needs_size = any(p.tier is Tier.OTHER_REGION for p in ranked)
+        # Only auto's estimate reads the size, and finding it scans containerd's ingests: skip it otherwise.
+        auto = self.policy.mode is TopologyMode.PREFER and self.policy.cross_region is CrossRegion.AUTO
+        decides = auto and bool(ranked) and ranked[0].tier is Tier.OTHER_REGION
         plan = plan_crossing(
-            ranked, policy=self.policy, size=self.size_of(digest) if needs_size else None,
+            ranked, policy=self.policy, size=self.size_of(digest) if decides else None,
             registry=registry, speeds=self.speeds, now=self.speeds.clock(),
             cap_admits=cap is None or not needs_size or cap.admits(),
             region_rate_cap=cap_share(cap),
@@ -96,9 +101,8 @@ class CrossingGate:
             record.extra.update(plan.decision.fields())
             basis = "measured" if plan.decision.upstream_s is not None else "no_upstream_sample"
             self.decisions[(plan.decision.choice, basis)] += 1
-        if plan.dropped_reason and not plan.kept:
-            capped = plan.dropped_reason.startswith(CAPPED_REASON)
-            record.missed(Miss.CAPPED if capped else Miss.AUTO_UPSTREAM, plan.dropped_reason)
+        if plan.miss is not None and not plan.kept:
+            record.missed(plan.miss, plan.dropped_reason)
         return list(plan.kept)
 
 
