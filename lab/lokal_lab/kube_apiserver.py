@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from lokal_lab.fake_apiserver import RequestRecord
 from lokal_lab.processes import ProcessGroup
+from lokal_lab.registry import free_port
 
 Node = dict[str, Any]
 VERSION = "1.20.2"
@@ -122,12 +123,6 @@ def make_pki(directory: Path) -> Pki:
     openssl("genrsa", "-out", "sa.key", "2048")  # service-account tokens are RS256 in 1.20
     openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
     return pki
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------------------------------------

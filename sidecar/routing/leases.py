@@ -105,7 +105,6 @@ class LeaseKeeper:
         self.peers = peers
         self.clock = clock
         self.leases: dict[str, Lease] = {}
-        self.dropped_total = 0
 
     def hold(self, key: str, scope: str, homes: Iterable[str], claimant: bool) -> None:
         """This node was recorded as fetching `key` at `homes`."""
@@ -129,7 +128,6 @@ class LeaseKeeper:
             )
             if action == "drop":
                 del self.leases[key]
-                self.dropped_total += 1
             for home in lease.homes:
                 renew, done = messages.setdefault((home, lease.scope), ([], []))
                 (renew if action == "renew" else done).append(key)
