@@ -273,10 +273,9 @@ async def _peer(node: Node, router: RouterFactory | None, port: int) -> None:
         def auth_headers() -> list[tuple[str, str]]:
             return [tokens.header] if tokens is not None else []
 
-        share = settings.share_downloads and isinstance(store, ContainerdStore)
         probe = (
             IngestProbe(lambda: store.content_root, store.namespace, lambda key: key in store.keys())  # noqa: SIM118
-            if share and isinstance(store, ContainerdStore) else None
+            if settings.share_downloads and isinstance(store, ContainerdStore) else None
         )
         endpoint = None
         if router is not None:
