@@ -17,8 +17,8 @@ from sidecar.hosts import (
     HostsSettings,
     HostsTreeError,
     SettingError,
+    check_upstreams,
     configure_tree,
-    parse_upstreams,
 )
 from sidecar.logs import get_logger, log_event, setup_logging
 from sidecar.settings import ConfigureSettings, add_arguments, read
@@ -69,11 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 def hosts_settings(settings: ConfigureSettings) -> HostsSettings:
     """What the hosts.toml renderer needs; each --upstream must name a mirrored registry."""
-    upstreams = parse_upstreams(
-        (f"{registry}={url}" for registry, url in settings.upstream),
-        settings.mirrored_registries,
-        settings.source("upstream"),
-    )
+    upstreams = check_upstreams(settings.upstream, settings.mirrored_registries, settings.source("upstream"))
     return HostsSettings(
         listen_port=settings.listen[1],
         registries=settings.mirrored_registries,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_REGISTRIES: tuple[str, ...] = (
@@ -172,7 +172,6 @@ def parse_upstreams(
     entries: Iterable[str], registries: Iterable[str] | None, setting: str
 ) -> dict[str, str]:
     """REGISTRY=URL entries -> {registry: url}; each registry must be one that is mirrored (if given)."""
-    mirrored = None if registries is None else set(registries)
     upstreams: dict[str, str] = {}
     for raw in entries:
         entry = raw.strip()
@@ -184,7 +183,16 @@ def parse_upstreams(
         registry = parse_registry_name(registry.strip(), setting)
         if registry == DEFAULT_REGISTRY_DIR:
             raise SettingError(setting, "_default has no upstream: containerd uses the pulled registry")
-        if mirrored is not None and registry not in mirrored:
-            raise SettingError(setting, f"{registry} is not one of the mirrored registries")
         upstreams[registry] = parse_upstream_url(url.strip(), setting)
-    return upstreams
+    return upstreams if registries is None else check_upstreams(upstreams.items(), registries, setting)
+
+
+def check_upstreams(
+    upstreams: Collection[tuple[str, str]], registries: Iterable[str], setting: str
+) -> dict[str, str]:
+    """Already parsed (registry, url) pairs -> {registry: url}; each registry must be a mirrored one."""
+    mirrored = set(registries)
+    for registry, _ in upstreams:
+        if registry not in mirrored:
+            raise SettingError(setting, f"{registry} is not one of the mirrored registries")
+    return dict(upstreams)
